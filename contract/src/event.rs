@@ -1,0 +1,96 @@
+//! What workers report, as JSON on `{prefix}.events.{host}.job` (JetStream,
+//! durable) and in the `{prefix}_hosts` KV bucket (presence).
+//!
+//! ```text
+//! {"job_id": "…", "server_id": 42, "action": "stop", "host": "h1", "attempt": 1,
+//!  "at": "2026-11-22T10:00:00Z", "phase": "succeeded",
+//!  "observed": {"container": "stopped", "container_id": "…", "data_exists": true, "archived": false}}
+//! ```
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, ServerId};
+use crate::state::Action;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_id: JobId,
+    pub server_id: ServerId,
+    pub action: Action,
+    pub host: String,
+    /// JetStream's delivery count for this attempt (1 on first delivery).
+    pub attempt: u64,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub phase: JobPhase,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum JobPhase {
+    Started,
+    Succeeded {
+        observed: Observation,
+    },
+    Failed {
+        error: String,
+        /// True when retrying cannot help (invalid spec, name clash, poison).
+        permanent: bool,
+        /// What the host looked like after the failure, when it could be seen.
+        #[serde(default)]
+        observed: Option<Observation>,
+    },
+}
+
+/// One server as its host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub container: ContainerState,
+    pub container_id: Option<String>,
+    /// `data_root/{id}` exists.
+    pub data_exists: bool,
+    /// At least one `data_root/{id}-deleted-*` archive exists.
+    pub archived: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    Running,
+    /// Created, exited, paused or dead: present but not serving.
+    Stopped,
+    Absent,
+}
+
+/// A worker's entry in the hosts bucket, refreshed every heartbeat; the
+/// bucket's max age drops hosts that stop refreshing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostPresence {
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+    pub seen_at: DateTime<Utc>,
+    pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_flat_json() {
+        let ev = JobEvent {
+            job_id: JobId::new(),
+            server_id: ServerId::new(3).unwrap(),
+            action: Action::Stop,
+            host: "h".into(),
+            attempt: 1,
+            at: Utc::now(),
+            phase: JobPhase::Failed { error: "boom".into(), permanent: true, observed: None },
+        };
+        let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["phase"], "failed");
+        assert_eq!(json["error"], "boom");
+        assert_eq!(serde_json::from_value::<JobEvent>(json).unwrap(), ev);
+    }
+}

@@ -1,0 +1,27 @@
+//! The contract every vsfleet service agrees on, by construction.
+//!
+//! - [`ids`]: `ServerId` and `JobId`, the only values paths and subjects are built from.
+//! - [`name`]: `ServerName`, a display name that can only hold a valid value (seed 000 §3.3).
+//! - [`state`]: server and job states, lifecycle actions, and which action each state allows.
+//! - [`subjects`]: NATS subject, stream, consumer and bucket names, all derived from one prefix.
+//! - [`job`]: the job payload a worker consumes (plain JSON an operator can write by hand).
+//! - [`event`]: what workers report back: job phases, observations, host presence.
+//! - [`labels`]: the Docker labels that re-link a container to its server (seed 001).
+//! - [`settings`]: layered configuration shared by the three binaries.
+
+pub mod event;
+pub mod ids;
+pub mod job;
+pub mod labels;
+pub mod name;
+pub mod settings;
+pub mod state;
+pub mod subjects;
+
+pub use event::{ContainerState, HostPresence, JobEvent, JobPhase, Observation};
+pub use ids::{JobId, ServerId};
+pub use job::{JobRequest, ServerSpec};
+pub use name::ServerName;
+pub use settings::Settings;
+pub use state::{Action, JobStatus, ServerStatus};
+pub use subjects::Subjects;

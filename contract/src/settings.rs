@@ -1,0 +1,239 @@
+//! Layered configuration: defaults, then an optional TOML file
+//! (`--config FILE` or `VSFLEET_CONFIG`), then `VSFLEET_<SECTION>__<KEY>`
+//! environment variables. One file can configure all three services; each
+//! reads the sections it needs. A bad value stops the service at start with
+//! a message naming the key. Every key is documented in the README.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::subjects::{Subjects, check_host_id};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub nats: NatsSettings,
+    pub api: ApiSettings,
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (created when missing).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    pub url: String,
+    /// Root of every subject, stream, consumer and bucket name.
+    pub prefix: String,
+    /// How long JetStream remembers a `Nats-Msg-Id`: a job published twice
+    /// within it (the api's outbox retrying) runs once.
+    pub duplicate_window_secs: u64,
+    /// How long a worker may hold a job before JetStream redelivers it.
+    pub ack_wait_secs: u64,
+    /// Deliveries of one job before it is given up.
+    pub max_deliver: i64,
+    /// How long the api waits for JetStream to acknowledge a publish.
+    pub publish_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    /// How long a soft-deleted server stays restorable.
+    pub retention_hours: u64,
+    /// How often committed but unacknowledged jobs are published again.
+    pub outbox_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// This host's id in subjects and labels; defaults to the hostname.
+    pub host_id: String,
+    /// The seed's `SERVERS` directory: `{data_root}/{id}/apps` and `/docker`.
+    pub data_root: PathBuf,
+    pub image: String,
+    /// `sysbox-runc` in production; must be registered with Docker.
+    pub runtime: String,
+    pub network: String,
+    pub container_prefix: String,
+    /// Jobs one worker process runs at once (for different servers).
+    pub concurrency: usize,
+    /// Seconds Docker waits after SIGTERM before it kills a stopping container.
+    pub stop_timeout_secs: i32,
+    pub heartbeat_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database: DatabaseSettings { url: "sqlite://vsfleet.db".into() },
+            nats: NatsSettings {
+                url: "nats://127.0.0.1:4222".into(),
+                prefix: "vs".into(),
+                duplicate_window_secs: 24 * 3600,
+                ack_wait_secs: 600,
+                max_deliver: 5,
+                publish_timeout_ms: 5000,
+            },
+            api: ApiSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                retention_hours: 24,
+                outbox_interval_ms: 1000,
+            },
+            worker: WorkerSettings {
+                host_id: default_host_id(),
+                data_root: PathBuf::from("/var/lib/vsfleet/SERVERS"),
+                image: "hosting-dind-ubuntu".into(),
+                runtime: "sysbox-runc".into(),
+                network: "filtered-users".into(),
+                container_prefix: "hosting-users-dind-".into(),
+                concurrency: 4,
+                stop_timeout_secs: 30,
+                heartbeat_secs: 5,
+            },
+        }
+    }
+}
+
+/// The hostname, with characters that cannot stand in a subject token
+/// (dots of a FQDN) turned into `-`.
+fn default_host_id() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = raw
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .take(64)
+        .collect();
+    if id.is_empty() { "localhost".into() } else { id }
+}
+
+impl Settings {
+    /// Loads the layers. `file` wins over `VSFLEET_CONFIG`.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let env_file = std::env::var_os("VSFLEET_CONFIG").map(PathBuf::from);
+        let mut builder = config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
+        if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("VSFLEET")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    // VSFLEET_CONFIG names the file; it is not a setting.
+                    .source(Some(
+                        std::env::vars()
+                            .filter(|(k, _)| k != "VSFLEET_CONFIG")
+                            .collect(),
+                    )),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key, reason: String| Err(SettingsError::Invalid { key, reason });
+        if let Err(e) = Subjects::new(&self.nats.prefix) {
+            return invalid("nats.prefix", e.to_string());
+        }
+        if let Err(e) = check_host_id(&self.worker.host_id) {
+            return invalid("worker.host_id", e.to_string());
+        }
+        if !self.database.url.starts_with("sqlite:") {
+            return invalid("database.url", format!("{:?} is not a sqlite: URL", self.database.url));
+        }
+        if !self.nats.url.starts_with("nats://") && !self.nats.url.starts_with("tls://") {
+            return invalid("nats.url", format!("{:?} is not a nats:// URL", self.nats.url));
+        }
+        if !self.worker.data_root.is_absolute() {
+            return invalid("worker.data_root", format!("{:?} is not an absolute path", self.worker.data_root));
+        }
+        let prefix = &self.worker.container_prefix;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            return invalid("worker.container_prefix", format!("{prefix:?} is not a valid start of a container name"));
+        }
+        for (key, value) in [("worker.image", &self.worker.image), ("worker.runtime", &self.worker.runtime), ("worker.network", &self.worker.network)] {
+            if value.trim().is_empty() {
+                return invalid(key, "must not be empty".into());
+            }
+        }
+        if self.worker.concurrency == 0 {
+            return invalid("worker.concurrency", "must be at least 1".into());
+        }
+        if self.nats.max_deliver < 1 {
+            return invalid("nats.max_deliver", "must be at least 1".into());
+        }
+        if self.worker.heartbeat_secs == 0 {
+            return invalid("worker.heartbeat_secs", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn subjects(&self) -> Subjects {
+        Subjects::new(&self.nats.prefix).expect("validated at load")
+    }
+
+    pub fn retention(&self) -> chrono::Duration {
+        chrono::Duration::hours(self.api.retention_hours as i64)
+    }
+}
+
+impl NatsSettings {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let mut s = Settings::default();
+        s.worker.data_root = PathBuf::from("relative/dir");
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("worker.data_root"), "{err}");
+
+        let dir = tempfile_dir();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[worker]\nconcurrency = \"many\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("concurrency"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vsfleet-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

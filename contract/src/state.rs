@@ -1,0 +1,231 @@
+//! The server state machine and the lifecycle actions (seed 004's state set).
+//!
+//! The database is the source of truth (seed 001); Docker is its runtime
+//! image. The api checks `Action::allowed_from` before it accepts a request;
+//! the server's status after a job is derived from what the worker observed
+//! (`ServerStatus::after`), so a retried or hand-published job converges too.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ContainerState, Observation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerStatus {
+    Creating,
+    Running,
+    Stopped,
+    /// Container gone, configuration and data kept: start recreates it.
+    Missing,
+    Failed,
+    Deleting,
+    /// Soft-deleted: data archived, restorable until `purge_after`.
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Start,
+    Stop,
+    Restart,
+    Delete,
+    Restore,
+    Purge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::Create,
+        Action::Start,
+        Action::Stop,
+        Action::Restart,
+        Action::Delete,
+        Action::Restore,
+        Action::Purge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+            Action::Delete => "delete",
+            Action::Restore => "restore",
+            Action::Purge => "purge",
+        }
+    }
+
+    /// Whether a server in `status` accepts this action. `Create` is never
+    /// allowed on an existing server: it makes a new one.
+    pub fn allowed_from(self, status: ServerStatus) -> bool {
+        use ServerStatus::*;
+        match self {
+            Action::Create => false,
+            // A failed create is retried by start: it recreates from the spec.
+            Action::Start => matches!(status, Stopped | Missing | Failed),
+            Action::Stop => matches!(status, Running),
+            Action::Restart => matches!(status, Running | Stopped),
+            Action::Delete => matches!(status, Running | Stopped | Missing | Failed),
+            Action::Restore | Action::Purge => matches!(status, Deleted),
+        }
+    }
+
+    /// The status a server shows while this action's job is in flight, if it
+    /// changes at all (seed 004: `creating`, `deleting`).
+    pub fn in_flight_status(self) -> Option<ServerStatus> {
+        match self {
+            Action::Create => Some(ServerStatus::Creating),
+            Action::Delete => Some(ServerStatus::Deleting),
+            _ => None,
+        }
+    }
+}
+
+impl ServerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerStatus::Creating => "creating",
+            ServerStatus::Running => "running",
+            ServerStatus::Stopped => "stopped",
+            ServerStatus::Missing => "missing",
+            ServerStatus::Failed => "failed",
+            ServerStatus::Deleting => "deleting",
+            ServerStatus::Deleted => "deleted",
+        }
+    }
+
+    /// The status after a job of `action` ended, from what the worker saw on
+    /// the host. `None` for a successful purge: the row goes away.
+    pub fn after(action: Action, succeeded: bool, seen: &Observation) -> Option<ServerStatus> {
+        if succeeded {
+            match action {
+                Action::Purge => return None,
+                Action::Delete => return Some(ServerStatus::Deleted),
+                _ => {}
+            }
+        } else if action == Action::Create {
+            return Some(ServerStatus::Failed);
+        }
+        Some(match seen.container {
+            ContainerState::Running => ServerStatus::Running,
+            ContainerState::Stopped => ServerStatus::Stopped,
+            ContainerState::Absent if seen.data_exists => ServerStatus::Missing,
+            ContainerState::Absent if seen.archived => ServerStatus::Deleted,
+            ContainerState::Absent => ServerStatus::Failed,
+        })
+    }
+}
+
+macro_rules! text_enum {
+    ($ty:ty, $what:literal, [$($variant:expr),+ $(,)?]) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                [$($variant),+]
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| UnknownValue { what: $what, value: s.to_owned() })
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
+    }
+}
+
+text_enum!(Action, "action", [
+    Action::Create, Action::Start, Action::Stop, Action::Restart,
+    Action::Delete, Action::Restore, Action::Purge,
+]);
+text_enum!(ServerStatus, "server status", [
+    ServerStatus::Creating, ServerStatus::Running, ServerStatus::Stopped, ServerStatus::Missing,
+    ServerStatus::Failed, ServerStatus::Deleting, ServerStatus::Deleted,
+]);
+text_enum!(JobStatus, "job status", [
+    JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed,
+]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(container: ContainerState, data_exists: bool, archived: bool) -> Observation {
+        Observation { container, container_id: None, data_exists, archived }
+    }
+
+    #[test]
+    fn every_status_and_action_round_trips_through_text() {
+        for a in Action::ALL {
+            assert_eq!(a.as_str().parse::<Action>().unwrap(), a);
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
+        }
+        assert!("reboot".parse::<Action>().is_err());
+    }
+
+    #[test]
+    fn transitions_follow_the_seed_state_machine() {
+        use ServerStatus::*;
+        assert!(Action::Stop.allowed_from(Running));
+        assert!(!Action::Stop.allowed_from(Stopped));
+        assert!(Action::Start.allowed_from(Missing));
+        assert!(!Action::Start.allowed_from(Deleted));
+        assert!(!Action::Delete.allowed_from(Creating));
+        assert!(!Action::Delete.allowed_from(Deleted));
+        assert!(Action::Restore.allowed_from(Deleted));
+        assert!(!Action::Purge.allowed_from(Running));
+    }
+
+    #[test]
+    fn status_after_a_job_follows_the_host() {
+        use ServerStatus::*;
+        let running = seen(ContainerState::Running, true, false);
+        let gone = seen(ContainerState::Absent, true, false);
+        assert_eq!(ServerStatus::after(Action::Start, true, &running), Some(Running));
+        assert_eq!(ServerStatus::after(Action::Stop, true, &gone), Some(Missing));
+        assert_eq!(ServerStatus::after(Action::Create, false, &running), Some(Failed));
+        assert_eq!(ServerStatus::after(Action::Delete, true, &seen(ContainerState::Absent, false, true)), Some(Deleted));
+        assert_eq!(ServerStatus::after(Action::Purge, true, &gone), None);
+        assert_eq!(ServerStatus::after(Action::Delete, false, &seen(ContainerState::Stopped, true, false)), Some(Stopped));
+    }
+}

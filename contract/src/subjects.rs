@@ -1,0 +1,128 @@
+//! Every NATS name vsfleet uses, derived from one prefix so that two
+//! deployments (or two tests) can share a nats-server without touching each
+//! other. The same names are written out for operators in `nats/README.md`.
+//!
+//! | what | name |
+//! |---|---|
+//! | jobs stream (work queue) | `{prefix}_jobs`, subjects `{prefix}.jobs.>` |
+//! | one job | `{prefix}.jobs.{host}.{action}` |
+//! | a host's worker consumer | `worker-{host}`, filter `{prefix}.jobs.{host}.*` |
+//! | events stream | `{prefix}_events`, subjects `{prefix}.events.>` |
+//! | a job's events | `{prefix}.events.{host}.job` |
+//! | the api's event consumer | `api` |
+//! | live hosts (KV bucket) | `{prefix}_hosts`, one key per host |
+
+use crate::state::Action;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{what} {value:?} must be 1 to {max} characters of letters, digits, '_' or '-'")]
+pub struct InvalidToken {
+    pub what: &'static str,
+    pub value: String,
+    pub max: usize,
+}
+
+/// A NATS subject token that is also valid in stream, consumer and bucket
+/// names: no dots, wildcards, spaces or path separators.
+pub fn check_token(what: &'static str, value: &str, max: usize) -> Result<(), InvalidToken> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidToken { what, value: value.to_owned(), max })
+    }
+}
+
+pub fn check_host_id(host: &str) -> Result<(), InvalidToken> {
+    check_token("host id", host, 64)
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Result<Self, InvalidToken> {
+        check_token("nats prefix", prefix, 32)?;
+        Ok(Self { prefix: prefix.to_owned() })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn jobs_stream(&self) -> String {
+        format!("{}_jobs", self.prefix)
+    }
+
+    pub fn jobs_wildcard(&self) -> String {
+        format!("{}.jobs.>", self.prefix)
+    }
+
+    pub fn job(&self, host: &str, action: Action) -> String {
+        format!("{}.jobs.{host}.{action}", self.prefix)
+    }
+
+    pub fn host_jobs_filter(&self, host: &str) -> String {
+        format!("{}.jobs.{host}.*", self.prefix)
+    }
+
+    pub fn worker_consumer(&self, host: &str) -> String {
+        format!("worker-{host}")
+    }
+
+    /// The host and action of a job subject, or `None` for a subject that is
+    /// not one (the worker terminates such a message as poison).
+    pub fn parse_job<'a>(&self, subject: &'a str) -> Option<(&'a str, Result<Action, String>)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".jobs.")?;
+        let (host, action) = rest.split_once('.')?;
+        Some((host, action.parse::<Action>().map_err(|_| action.to_owned())))
+    }
+
+    pub fn events_stream(&self) -> String {
+        format!("{}_events", self.prefix)
+    }
+
+    pub fn events_wildcard(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    pub fn job_events(&self, host: &str) -> String {
+        format!("{}.events.{host}.job", self.prefix)
+    }
+
+    pub fn api_events_consumer(&self) -> String {
+        "api".to_owned()
+    }
+
+    pub fn hosts_bucket(&self) -> String {
+        format!("{}_hosts", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derive_from_the_prefix() {
+        let s = Subjects::new("t1").unwrap();
+        assert_eq!(s.job("h-1", Action::Stop), "t1.jobs.h-1.stop");
+        assert_eq!(s.jobs_stream(), "t1_jobs");
+        let (host, action) = s.parse_job("t1.jobs.h-1.stop").unwrap();
+        assert_eq!((host, action), ("h-1", Ok(Action::Stop)));
+        assert_eq!(s.parse_job("t1.jobs.h-1.fly").unwrap().1, Err("fly".to_owned()));
+        assert!(s.parse_job("t2.jobs.h-1.stop").is_none());
+    }
+
+    #[test]
+    fn prefixes_and_hosts_are_single_tokens() {
+        for bad in ["", "a.b", "a*", "a b", "a>", "a/b"] {
+            assert!(Subjects::new(bad).is_err(), "{bad:?}");
+            assert!(check_host_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}
