@@ -1,1 +1,24 @@
+//! The vsfleet api: the HTTP API, the only service that opens the database.
+//!
+//! - [`app`]: builds and runs everything below from [`Settings`](vsfleet_contract::Settings).
+//! - [`http`]: routes, extractors and handlers (thin).
+//! - [`lifecycle`]: the rules: ownership, state checks, job row plus state change in one transaction.
+//! - [`dispatch`]: publishing jobs to JetStream and the outbox that republishes unacknowledged ones.
+//! - [`events`]: recording the workers' events into jobs and servers.
+//! - [`hosts`]: which worker hosts are alive.
+//! - [`db`], [`servers`], [`jobs`], [`users`]: the database and its rows.
+//! - [`error`]: the one HTTP error type.
 
+pub mod app;
+pub mod db;
+pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod hosts;
+pub mod http;
+pub mod jobs;
+pub mod lifecycle;
+pub mod servers;
+pub mod users;
+
+pub use app::{AppState, Application};

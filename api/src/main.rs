@@ -1,1 +1,88 @@
-fn main() {}
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use vsfleet_api::{Application, db, users};
+use vsfleet_contract::Settings;
+
+/// vsfleet api: the HTTP API of the virtual server control plane.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file (also VSFLEET_CONFIG); environment variables
+    /// VSFLEET_<SECTION>__<KEY> override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print a new API token alone on stdout.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(settings.api.listen)
+                .await
+                .with_context(|| format!("binding api.listen {}", settings.api.listen))?;
+            let app = Application::build(settings, listener).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            app.run_until_stopped(shutdown).await
+        }
+        Command::Migrate => {
+            let db = db::open(&settings.database.url).await?;
+            db::migrate(&db).await?;
+            eprintln!("migrations applied to {}", settings.database.url);
+            Ok(())
+        }
+        Command::User { command: UserCommand::Create { email, admin } } => {
+            let db = db::open(&settings.database.url).await?;
+            db::migrate(&db).await?;
+            let (user, token) = users::create(&db, &email, admin).await?;
+            eprintln!("created user {} ({}){}", user.id, user.email, if admin { " as admin" } else { "" });
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -11,6 +11,7 @@
 
 pub mod event;
 pub mod ids;
+pub mod jetstream;
 pub mod job;
 pub mod labels;
 pub mod name;

@@ -1,0 +1,129 @@
+//! Server rows: the source of truth for what should exist (seed 001).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Sqlite, SqliteConnection};
+use vsfleet_contract::{ServerSpec, ServerStatus};
+
+use crate::error::ApiError;
+use crate::users::User;
+
+/// A server as stored and as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Server {
+    pub id: i64,
+    pub name: String,
+    pub owner_id: i64,
+    pub host: String,
+    pub status: String,
+    pub container_id: Option<String>,
+    pub data_exists: bool,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub purge_after: Option<DateTime<Utc>>,
+}
+
+impl Server {
+    pub fn status(&self) -> ServerStatus {
+        // Only this crate writes the column, always from a `ServerStatus`.
+        self.status.parse().unwrap_or(ServerStatus::Failed)
+    }
+
+    pub fn spec(&self) -> ServerSpec {
+        ServerSpec { cpus: self.cpus, memory_mb: self.memory_mb.map(|m| m as u64) }
+    }
+
+    pub fn visible_to(&self, user: &User) -> bool {
+        user.is_admin || self.owner_id == user.id
+    }
+}
+
+pub async fn get<'e, E>(db: E, id: i64) -> Result<Option<Server>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query_as("SELECT * FROM servers WHERE id = ?").bind(id).fetch_optional(db).await
+}
+
+/// The server if `user` may see it; someone else's server is "not found".
+pub async fn get_visible<'e, E>(db: E, user: &User, id: i64) -> Result<Server, ApiError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    match get(db, id).await? {
+        Some(server) if server.visible_to(user) => Ok(server),
+        _ => Err(ApiError::NotFound("server")),
+    }
+}
+
+pub async fn list<'e, E>(db: E, user: &User, include_deleted: bool) -> Result<Vec<Server>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query_as(
+        "SELECT * FROM servers WHERE (? OR owner_id = ?) AND (? OR status != 'deleted') ORDER BY id",
+    )
+    .bind(user.is_admin)
+    .bind(user.id)
+    .bind(include_deleted)
+    .fetch_all(db)
+    .await
+}
+
+pub struct NewServer<'a> {
+    pub owner_id: i64,
+    pub name: &'a str,
+    pub host: &'a str,
+    pub spec: &'a ServerSpec,
+}
+
+pub async fn insert(conn: &mut SqliteConnection, new: NewServer<'_>) -> Result<Server, sqlx::Error> {
+    let now = Utc::now();
+    sqlx::query_as(
+        "INSERT INTO servers (owner_id, name, host, status, cpus, memory_mb, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+    )
+    .bind(new.owner_id)
+    .bind(new.name)
+    .bind(new.host)
+    .bind(ServerStatus::Creating.as_str())
+    .bind(new.spec.cpus)
+    .bind(new.spec.memory_mb.map(|m| m as i64))
+    .bind(now)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn set_status(conn: &mut SqliteConnection, id: i64, status: ServerStatus) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE servers SET status = ?, updated_at = ? WHERE id = ?")
+        .bind(status.as_str())
+        .bind(Utc::now())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn rename(conn: &mut SqliteConnection, id: i64, name: &str) -> Result<Server, sqlx::Error> {
+    sqlx::query_as("UPDATE servers SET name = ?, updated_at = ? WHERE id = ? RETURNING *")
+        .bind(name)
+        .bind(Utc::now())
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Servers per host among those that occupy one (everything but deleted).
+pub async fn load_by_host<'e, E>(db: E) -> Result<Vec<(String, i64)>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query_as("SELECT host, COUNT(*) FROM servers WHERE status != 'deleted' GROUP BY host")
+        .fetch_all(db)
+        .await
+}

@@ -1,0 +1,88 @@
+//! The JetStream objects vsfleet relies on, created idempotently by whichever
+//! service starts first. `nats/*.json` holds the same definitions for the
+//! NATS CLI; a test keeps the two in step.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::settings::Settings;
+
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The jobs stream: a work queue, so an acknowledged job is gone and a
+/// recreated consumer never replays old jobs (an old `delete` replayed after
+/// a restore would be a disaster). Dedup by `Nats-Msg-Id` = job id.
+pub fn jobs_stream(settings: &Settings) -> stream::Config {
+    let subjects = settings.subjects();
+    stream::Config {
+        name: subjects.jobs_stream(),
+        subjects: vec![subjects.jobs_wildcard()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(settings.nats.duplicate_window_secs),
+        ..Default::default()
+    }
+}
+
+/// Workers' reports: kept a week for operators (`nats stream view`), read by
+/// the api's durable consumer.
+pub fn events_stream(settings: &Settings) -> stream::Config {
+    let subjects = settings.subjects();
+    stream::Config {
+        name: subjects.events_stream(),
+        subjects: vec![subjects.events_wildcard()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: EVENTS_MAX_AGE,
+        ..Default::default()
+    }
+}
+
+/// Live workers: each refreshes its key every heartbeat; entries older than
+/// three heartbeats expire, so a dead host drops out by itself.
+pub fn hosts_bucket(settings: &Settings) -> kv::Config {
+    kv::Config {
+        bucket: settings.subjects().hosts_bucket(),
+        history: 1,
+        max_age: Duration::from_secs(3 * settings.worker.heartbeat_secs),
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("creating stream {name}: {source}")]
+    Stream {
+        name: String,
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("creating key-value bucket {name}: {source}")]
+    Bucket {
+        name: String,
+        #[source]
+        source: jetstream::context::CreateKeyValueError,
+    },
+}
+
+pub struct Objects {
+    pub jobs: stream::Stream,
+    pub events: stream::Stream,
+    pub hosts: kv::Store,
+}
+
+/// Creates what is missing and returns handles to all of it.
+pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Objects, SetupError> {
+    let get = |config: stream::Config| async move {
+        let name = config.name.clone();
+        js.get_or_create_stream(config).await.map_err(|source| SetupError::Stream { name, source })
+    };
+    let jobs = get(jobs_stream(settings)).await?;
+    let events = get(events_stream(settings)).await?;
+    let bucket = hosts_bucket(settings);
+    let name = bucket.bucket.clone();
+    let hosts = js.create_key_value(bucket).await.map_err(|source| SetupError::Bucket { name, source })?;
+    Ok(Objects { jobs, events, hosts })
+}
