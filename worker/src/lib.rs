@@ -1,1 +1,23 @@
+//! The vsfleet worker: one or more per Docker host. It needs only NATS and
+//! the local Docker engine.
+//!
+//! - [`app`]: checks Docker and the runtime, connects, runs the rest.
+//! - [`consumer`]: pulls this host's jobs, runs each under the server's lock, reports, acks.
+//! - [`ops`]: the lifecycle operations, each idempotent.
+//! - [`docker`]: the container of a server: find by name, recognise by labels, create, start, stop, remove.
+//! - [`layout`]: every path under the data root, derived from a validated id.
+//! - [`lock`]: one job per server at a time across processes (`flock`).
+//! - [`report`]: job events to the api; [`presence`]: this host in the hosts bucket.
+//! - [`error`]: why a job failed and whether a retry can help.
 
+pub mod app;
+pub mod consumer;
+pub mod docker;
+pub mod error;
+pub mod layout;
+pub mod lock;
+pub mod ops;
+pub mod presence;
+pub mod report;
+
+pub use app::Worker;

@@ -1,0 +1,86 @@
+//! Building and running a worker: check Docker and the runtime, connect to
+//! NATS, announce the host, consume its jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::PullConsumer, kv};
+use tokio_util::sync::CancellationToken;
+use vsfleet_contract::Settings;
+
+use crate::consumer::{self, JobContext};
+use crate::docker::{self, Containers};
+use crate::layout::DataRoot;
+use crate::ops::Operations;
+use crate::presence;
+use crate::report::Reporter;
+
+pub struct Worker {
+    settings: Settings,
+    consumer: PullConsumer,
+    hosts: kv::Store,
+    ctx: Arc<JobContext>,
+}
+
+impl Worker {
+    /// Refuses to start, with the reason, when Docker is unreachable or the
+    /// configured runtime is not registered with it.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let docker = docker::connect().await.context("connecting to Docker")?;
+        docker::check_runtime(&docker, &settings.worker.runtime).await?;
+        let root = DataRoot::new(settings.worker.data_root.clone());
+        std::fs::create_dir_all(root.root())
+            .with_context(|| format!("creating worker.data_root {}", root.root().display()))?;
+
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("vsfleet-worker {}", settings.worker.host_id))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(&settings.nats.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", settings.nats.url))?;
+        let js = jetstream::new(nats);
+        let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
+        let consumer = consumer::consumer(&objects.jobs, &settings).await?;
+        let subjects = settings.subjects();
+        let host = settings.worker.host_id.clone();
+        let ctx = Arc::new(JobContext {
+            ops: Operations {
+                containers: Containers::new(docker, settings.worker.clone(), subjects.prefix()),
+                root: root.clone(),
+            },
+            root,
+            reporter: Reporter::new(js, &subjects, &host),
+            subjects,
+            host,
+            max_deliver: settings.nats.max_deliver,
+            ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+        });
+        // Announce before consuming, so the api can place servers here as
+        // soon as `build` returns.
+        presence::announce(&objects.hosts, &settings.worker.host_id, chrono::Utc::now()).await?;
+        Ok(Self { settings, consumer, hosts: objects.hosts, ctx })
+    }
+
+    pub fn operations(&self) -> &Operations {
+        &self.ctx.ops
+    }
+
+    /// Runs until `shutdown` is cancelled, then lets running jobs finish
+    /// (up to a deadline) before returning.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let Worker { settings, consumer, hosts, ctx } = self;
+        tracing::info!(host = settings.worker.host_id, data_root = %settings.worker.data_root.display(), "worker consuming jobs");
+        let presence = tokio::spawn(presence::run(
+            hosts,
+            settings.worker.host_id.clone(),
+            Duration::from_secs(settings.worker.heartbeat_secs),
+            shutdown.clone(),
+        ));
+        let drain = Duration::from_secs(settings.worker.stop_timeout_secs.max(0) as u64 + 30);
+        consumer::run(consumer, ctx, settings.worker.concurrency, shutdown, drain).await;
+        let _ = presence.await;
+        tracing::info!("worker stopped");
+    }
+}

@@ -1,0 +1,252 @@
+//! Consuming this host's jobs: one durable consumer per host, shared by every
+//! worker process on it. A message is acknowledged only after the work is
+//! done and reported; until then a crash means redelivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use vsfleet_contract::{Action, JobEvent, JobId, JobPhase, JobRequest, ServerId, Settings, Subjects};
+
+use crate::error::OpError;
+use crate::layout::DataRoot;
+use crate::lock;
+use crate::ops::Operations;
+use crate::report::Reporter;
+
+pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> anyhow::Result<PullConsumer> {
+    let subjects = settings.subjects();
+    let host = &settings.worker.host_id;
+    let name = subjects.worker_consumer(host);
+    let consumer = jobs
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects.host_jobs_filter(host),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+                max_deliver: settings.nats.max_deliver,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// What every job task shares.
+pub struct JobContext {
+    pub ops: Operations,
+    pub root: DataRoot,
+    pub reporter: Reporter,
+    pub subjects: Subjects,
+    pub host: String,
+    pub max_deliver: i64,
+    pub ack_wait: Duration,
+}
+
+/// Pulls only as many messages as there are free slots, so no message waits
+/// in a local buffer while its ack deadline runs. Returns when `shutdown` is
+/// cancelled and the running jobs have finished (or `drain` has passed;
+/// jobs still running then are redelivered elsewhere after their ack wait).
+pub async fn run(consumer: PullConsumer, ctx: Arc<JobContext>, concurrency: usize, shutdown: CancellationToken, drain: Duration) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    'fetch: while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let batch = consumer.batch().max_messages(permits.len()).expires(Duration::from_secs(1)).messages().await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "cannot pull jobs; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'fetch,
+                }
+            }
+        };
+        while let Some(next) = batch.next().await {
+            let message = match next {
+                Ok(m) => m,
+                Err(error) => {
+                    tracing::debug!(%error, "pull batch ended");
+                    break;
+                }
+            };
+            let Some(permit) = permits.pop() else { break };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                // A panic ends the inner task only; the message is then
+                // redelivered after its ack wait.
+                if let Err(panic) = tokio::spawn(handle(ctx, message)).await {
+                    tracing::error!(error = %panic, "job task panicked");
+                }
+                drop(permit);
+            });
+        }
+    }
+    tracing::info!("stopped fetching jobs; waiting for running ones");
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
+        tracing::warn!(?drain, "jobs still running at the drain deadline; they will be redelivered");
+    }
+}
+
+async fn handle(ctx: Arc<JobContext>, message: Message) {
+    let (stream_seq, attempt) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
+        Err(error) => {
+            tracing::error!(%error, "job message without JetStream info; terminated");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let subject = message.subject.to_string();
+    let request: JobRequest = match serde_json::from_slice(&message.payload) {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::error!(subject, %error, payload = %String::from_utf8_lossy(&message.payload), "poison job (not a job payload); terminated");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    // Ids from the payload, else the publish's message id, else one derived
+    // from the stream sequence so every redelivery carries the same id.
+    let job_id = request
+        .job_id
+        .or_else(|| {
+            let header = message.headers.as_ref()?.get(async_nats::header::NATS_MESSAGE_ID)?;
+            header.as_str().parse().ok()
+        })
+        .unwrap_or_else(|| JobId::for_message(&ctx.subjects.jobs_stream(), stream_seq));
+    let parsed = ctx.subjects.parse_job(&subject).map(|(host, action)| (host.to_owned(), action));
+    let span = tracing::info_span!("job", %job_id, server_id = %request.server_id, subject, attempt);
+    async move {
+        let action = match parsed {
+            Some((host, Ok(action))) if host == ctx.host => action,
+            Some((_, Err(unknown))) => {
+                tracing::error!(action = unknown, "poison job (unknown action); terminated");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+            _ => {
+                tracing::error!("job subject is not this host's; terminated");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let job = Job { ctx: &ctx, message: &message, job_id, server_id: request.server_id, action, attempt };
+        let ack = job.execute(request.spec.as_ref()).await;
+        if let Err(error) = message.ack_with(ack).await {
+            tracing::warn!(%error, ?ack, "acknowledging the job failed; it will be redelivered");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct Job<'a> {
+    ctx: &'a JobContext,
+    message: &'a Message,
+    job_id: JobId,
+    server_id: ServerId,
+    action: Action,
+    attempt: u64,
+}
+
+impl Job<'_> {
+    /// Runs the job and says how to acknowledge its message.
+    async fn execute(&self, spec: Option<&vsfleet_contract::ServerSpec>) -> AckKind {
+        let _lock = match lock::lock(&self.ctx.root, self.server_id, || self.progress()).await {
+            Ok(lock) => lock,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take the server lock");
+                return AckKind::Nak(Some(self.backoff()));
+            }
+        };
+        if let Err(error) = self.report(JobPhase::Started).await {
+            tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
+            return AckKind::Nak(Some(self.backoff()));
+        }
+        tracing::info!(action = %self.action, "job started");
+        let outcome = self.with_progress(self.ctx.ops.run(self.action, self.server_id, spec)).await;
+        let phase = match outcome {
+            Ok(observed) => {
+                tracing::info!(container = ?observed.container, data_exists = observed.data_exists, "job succeeded");
+                JobPhase::Succeeded { observed }
+            }
+            Err(error) => {
+                let permanent = error.is_permanent();
+                let last = self.attempt >= self.ctx.max_deliver as u64;
+                if !permanent && !last {
+                    tracing::warn!(error = format!("{error:#}"), "job failed transiently; will retry");
+                    return AckKind::Nak(Some(self.backoff()));
+                }
+                tracing::error!(error = format!("{error:#}"), permanent, "job failed");
+                JobPhase::Failed { error: describe(&error, permanent, self.attempt), permanent, observed: self.ctx.ops.observe(self.server_id).await.ok() }
+            }
+        };
+        let failed = matches!(phase, JobPhase::Failed { .. });
+        if let Err(error) = self.report(phase).await {
+            tracing::warn!(error = format!("{error:#}"), "cannot report the outcome; the job will run again");
+            return AckKind::Nak(Some(self.backoff()));
+        }
+        if failed { AckKind::Term } else { AckKind::Ack }
+    }
+
+    async fn report(&self, phase: JobPhase) -> Result<(), crate::report::ReportError> {
+        self.ctx
+            .reporter
+            .send(&JobEvent {
+                job_id: self.job_id,
+                server_id: self.server_id,
+                action: self.action,
+                host: self.ctx.host.clone(),
+                attempt: self.attempt,
+                at: Utc::now(),
+                phase,
+            })
+            .await
+    }
+
+    /// Tells JetStream the job is still being worked on.
+    async fn progress(&self) {
+        if let Err(error) = self.message.ack_with(AckKind::Progress).await {
+            tracing::debug!(%error, "progress signal failed");
+        }
+    }
+
+    /// Runs `work`, signalling progress every third of the ack wait so a
+    /// long job is not redelivered while it is still running.
+    async fn with_progress<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let every = (self.ctx.ack_wait / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => self.progress().await,
+            }
+        }
+    }
+
+    /// 2s, 4s, 8s … up to a minute.
+    fn backoff(&self) -> Duration {
+        Duration::from_secs(2u64.saturating_pow(self.attempt.min(6) as u32).min(60))
+    }
+}
+
+fn describe(error: &OpError, permanent: bool, attempt: u64) -> String {
+    if permanent { error.to_string() } else { format!("{error} (gave up after {attempt} attempts)") }
+}

@@ -1,0 +1,211 @@
+//! The Docker side of a virtual server: one container per server, found by
+//! name and recognised by its labels.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use vsfleet_contract::{ContainerState, ServerId, ServerSpec, labels, settings::WorkerSettings};
+
+use crate::error::{OpError, docker_status};
+use crate::layout::DataRoot;
+
+/// Connects with `DOCKER_HOST` or the default socket, and agrees on an API
+/// version the engine speaks (hosts run engines of different ages).
+pub async fn connect() -> Result<Docker, bollard::errors::Error> {
+    Docker::connect_with_defaults()?.negotiate_version().await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot reach Docker: {0}")]
+    Unreachable(#[from] bollard::errors::Error),
+    #[error(
+        "runtime {wanted:?} (worker.runtime) is not registered with Docker; registered: {registered}. \
+         Install and register it (sysbox-runc: see the Sysbox install guide) or configure one of those"
+    )]
+    RuntimeMissing { wanted: String, registered: String },
+}
+
+/// Refuses to run when the configured runtime is not in `docker info`.
+pub async fn check_runtime(docker: &Docker, wanted: &str) -> Result<(), StartupError> {
+    let info = docker.info().await?;
+    let runtimes = info.runtimes.unwrap_or_default();
+    if runtimes.contains_key(wanted) {
+        return Ok(());
+    }
+    let mut names: Vec<_> = runtimes.into_keys().collect();
+    names.sort();
+    Err(StartupError::RuntimeMissing { wanted: wanted.to_owned(), registered: names.join(", ") })
+}
+
+/// A container found under a server's name.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub id: String,
+    pub state: ContainerState,
+    /// Carries our labels for this server and this host.
+    pub ours: bool,
+}
+
+#[derive(Clone)]
+pub struct Containers {
+    docker: Docker,
+    settings: WorkerSettings,
+    deployment: String,
+    root: DataRoot,
+}
+
+impl Containers {
+    pub fn new(docker: Docker, settings: WorkerSettings, deployment: &str) -> Self {
+        let root = DataRoot::new(settings.data_root.clone());
+        Self { docker, settings, deployment: deployment.to_owned(), root }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn name(&self, id: ServerId) -> String {
+        format!("{}{id}", self.settings.container_prefix)
+    }
+
+    fn labels(&self, id: ServerId) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::MANAGED.to_owned(), "true".to_owned()),
+            (labels::SERVER_ID.to_owned(), id.to_string()),
+            (labels::HOST.to_owned(), self.settings.host_id.clone()),
+            (labels::DEPLOYMENT.to_owned(), self.deployment.clone()),
+        ])
+    }
+
+    fn is_ours(&self, id: ServerId, found: Option<&HashMap<String, String>>) -> bool {
+        let Some(found) = found else { return false };
+        let expected = self.labels(id);
+        [labels::MANAGED, labels::SERVER_ID, labels::HOST].iter().all(|k| found.get(*k) == expected.get(*k))
+    }
+
+    /// The container under the server's name, if any.
+    pub async fn find(&self, id: ServerId) -> Result<Option<Found>, OpError> {
+        let inspect = match self.docker.inspect_container(&self.name(id), None).await {
+            Ok(inspect) => inspect,
+            Err(e) if docker_status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let status = inspect.state.as_ref().and_then(|s| s.status);
+        let state = match status {
+            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING) => ContainerState::Running,
+            _ => ContainerState::Stopped,
+        };
+        let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
+        Ok(Some(Found { id: inspect.id.unwrap_or_default(), state, ours: self.is_ours(id, labels) }))
+    }
+
+    /// Our container for the server, or a refusal if the name is taken by
+    /// a container that is not ours (we never touch those).
+    pub async fn find_ours(&self, id: ServerId) -> Result<Option<Found>, OpError> {
+        match self.find(id).await? {
+            Some(found) if !found.ours => Err(OpError::Refused(format!(
+                "a container named {} exists but is not managed by this host for server {id}; remove or rename it",
+                self.name(id)
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    /// Creates the container from the spec. Sysbox allows one container per
+    /// `/var/lib/docker` host directory, so any other container of ours for
+    /// this server (renamed by hand, left by a crash) is removed first.
+    pub async fn create(&self, id: ServerId, spec: &ServerSpec) -> Result<String, OpError> {
+        self.remove_strays(id).await?;
+        let options = CreateContainerOptions { name: Some(self.name(id)), ..Default::default() };
+        match self.docker.create_container(Some(options), self.container_body(id, spec)).await {
+            Ok(created) => Ok(created.id),
+            // Another delivery of the same job created it first.
+            Err(e) if docker_status(&e) == Some(409) => match self.find_ours(id).await? {
+                Some(found) => Ok(found.id),
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The container's configuration. Sysbox refuses `--privileged` and host
+    /// pid/net/userns modes, so none of them is ever set.
+    pub fn container_body(&self, id: ServerId, spec: &ServerSpec) -> ContainerCreateBody {
+        let bind = |dir: std::path::PathBuf, target: &str| format!("{}:{target}", dir.display());
+        ContainerCreateBody {
+            image: Some(self.settings.image.clone()),
+            hostname: Some(format!("server{id}")),
+            labels: Some(self.labels(id)),
+            host_config: Some(HostConfig {
+                binds: Some(vec![bind(self.root.apps_dir(id), "/apps"), bind(self.root.docker_dir(id), "/var/lib/docker")]),
+                runtime: Some(self.settings.runtime.clone()),
+                network_mode: Some(self.settings.network.clone()),
+                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                nano_cpus: spec.nano_cpus(),
+                memory: spec.memory_bytes(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub async fn start(&self, container: &str) -> Result<(), OpError> {
+        // 304 (already running) is success for bollard.
+        Ok(self.docker.start_container(container, None).await?)
+    }
+
+    pub async fn stop(&self, container: &str) -> Result<(), OpError> {
+        let options = StopContainerOptions { t: Some(self.settings.stop_timeout_secs), signal: None };
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if docker_status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn restart(&self, container: &str) -> Result<(), OpError> {
+        let options = bollard::query_parameters::RestartContainerOptions { t: Some(self.settings.stop_timeout_secs), signal: None };
+        Ok(self.docker.restart_container(container, Some(options)).await?)
+    }
+
+    /// Stops (gracefully) and removes; a container already gone is fine.
+    pub async fn remove(&self, container: &str) -> Result<(), OpError> {
+        self.stop(container).await?;
+        let options = RemoveContainerOptions { force: true, v: false, link: false };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(docker_status(&e), Some(404)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Our containers for this server on this host that are not under its
+    /// canonical name.
+    async fn remove_strays(&self, id: ServerId) -> Result<(), OpError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{}={id}", labels::SERVER_ID),
+                format!("{}={}", labels::HOST, self.settings.host_id),
+            ],
+        )]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let canonical = format!("/{}", self.name(id));
+        for c in self.docker.list_containers(Some(options)).await? {
+            let names = c.names.unwrap_or_default();
+            if names.iter().any(|n| *n == canonical) {
+                continue;
+            }
+            if let Some(cid) = c.id {
+                tracing::warn!(container = cid, ?names, "removing a stray container of this server before recreating it");
+                self.remove(&cid).await?;
+            }
+        }
+        Ok(())
+    }
+}

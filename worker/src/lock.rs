@@ -1,0 +1,70 @@
+//! One job per server at a time, across every worker process on the host.
+//! An advisory `flock` on `{data_root}/.locks/{id}.lock`: the kernel drops it
+//! when the process dies, even by `kill -9`, so a crash never leaves a
+//! server locked.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use vsfleet_contract::ServerId;
+
+use crate::layout::DataRoot;
+
+/// Held while a job runs; unlocks on drop (closing the file).
+#[derive(Debug)]
+pub struct ServerLock {
+    _file: File,
+}
+
+/// Tries once; `Ok(None)` when another job holds the server.
+pub fn try_lock(root: &DataRoot, id: ServerId) -> io::Result<Option<ServerLock>> {
+    std::fs::create_dir_all(root.locks_dir())?;
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(root.lock_file(id))?;
+    // SAFETY: flock on a valid, open descriptor owned by `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Some(ServerLock { _file: file }));
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) }
+}
+
+/// Waits for the lock, calling `still_waiting` about once a second (the
+/// caller tells JetStream the job is in progress meanwhile).
+pub async fn lock<F, Fut>(root: &DataRoot, id: ServerId, mut still_waiting: F) -> io::Result<ServerLock>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut polls = 0u32;
+    loop {
+        if let Some(lock) = try_lock(root, id)? {
+            return Ok(lock);
+        }
+        polls += 1;
+        if polls % 20 == 0 {
+            still_waiting().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_waits_until_the_first_lets_go() {
+        let dir = std::env::temp_dir().join(format!("vsfleet-lock-{}", std::process::id()));
+        let root = DataRoot::new(&dir);
+        let id = ServerId::new(7).unwrap();
+        let first = try_lock(&root, id).unwrap().expect("free at first");
+        assert!(try_lock(&root, id).unwrap().is_none(), "a second lock was granted");
+        assert!(try_lock(&root, ServerId::new(8).unwrap()).unwrap().is_some(), "another server was blocked");
+        drop(first);
+        assert!(try_lock(&root, id).unwrap().is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

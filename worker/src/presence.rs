@@ -1,0 +1,35 @@
+//! Announcing this host in the `{prefix}_hosts` bucket, so the api knows
+//! which hosts are alive and can place servers on them.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use vsfleet_contract::HostPresence;
+
+pub async fn announce(bucket: &kv::Store, host: &str, started_at: DateTime<Utc>) -> anyhow::Result<()> {
+    let presence = HostPresence { host: host.to_owned(), started_at, seen_at: Utc::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
+    bucket.put(host, serde_json::to_vec(&presence)?.into()).await?;
+    Ok(())
+}
+
+/// Refreshes the entry every `every` until shut down, then removes it so the
+/// host stops receiving new servers at once. Processes on one host share the
+/// entry: another one still running puts it back at its next heartbeat.
+pub async fn run(bucket: kv::Store, host: String, every: Duration, shutdown: CancellationToken) {
+    let started_at = Utc::now();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = announce(&bucket, &host, started_at).await {
+            tracing::warn!(error = format!("{error:#}"), "presence: cannot announce this host");
+        }
+    }
+    if let Err(error) = bucket.delete(&host).await {
+        tracing::debug!(%error, "presence: removing this host's entry");
+    }
+}
