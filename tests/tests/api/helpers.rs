@@ -1,0 +1,328 @@
+//! `TestApp`: the real api and worker, in-process, against a real
+//! nats-server, the real Docker engine and a real SQLite file, with names
+//! unique to the test (prefix, host id, container prefix, network, data
+//! root) so tests run in parallel. `teardown` removes everything and checks
+//! that nothing is left; `Drop` does the removal when a test panics.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, NetworkCreateRequest};
+use bollard::query_parameters::ListContainersOptions;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::SqlitePool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vsfleet_contract::{Settings, labels};
+
+use crate::nats_server::NatsServer;
+
+pub const TEST_IMAGE: &str = "vsfleet-test-server:latest";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+    /// A second pool on the api's database file, to read real rows.
+    pub db: SqlitePool,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub docker: Docker,
+    pub settings: Settings,
+    api: Option<(CancellationToken, JoinHandle<()>)>,
+    worker: Option<(CancellationToken, JoinHandle<()>)>,
+    network: String,
+    // Dropped last: the nats-server, then the directory it lives in.
+    nats_server: NatsServer,
+    dir: tempfile::TempDir,
+}
+
+fn unique() -> String {
+    format!("{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::Builder::new().prefix("vsfleet-test-").tempdir().unwrap();
+    let nats_server = NatsServer::start(&dir.path().join("nats"));
+    let id = unique();
+    let docker = Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap();
+    let network = format!("vsft-{id}");
+    docker
+        .create_network(NetworkCreateRequest { name: network.clone(), driver: Some("bridge".into()), ..Default::default() })
+        .await
+        .expect("creating the test network");
+
+    let mut settings = Settings::default();
+    settings.database.url = format!("sqlite://{}", dir.path().join("vsfleet.db").display());
+    settings.nats.url = nats_server.url().to_owned();
+    settings.nats.prefix = format!("t{id}");
+    settings.nats.ack_wait_secs = 30;
+    settings.api.listen = "127.0.0.1:0".parse().unwrap();
+    settings.api.outbox_interval_ms = 200;
+    settings.worker.host_id = format!("host-{id}");
+    settings.worker.data_root = dir.path().join("SERVERS");
+    settings.worker.image = TEST_IMAGE.into();
+    settings.worker.runtime = "runc".into();
+    settings.worker.network = network.clone();
+    settings.worker.container_prefix = format!("vsft-{id}-");
+    settings.worker.stop_timeout_secs = 5;
+    settings.worker.heartbeat_secs = 1;
+    settings.validate().unwrap();
+
+    let nats = async_nats::connect(nats_server.url()).await.unwrap();
+    let js = jetstream::new(nats.clone());
+    let mut app = TestApp {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        http: reqwest::Client::new(),
+        admin_token: String::new(),
+        db: SqlitePool::connect_lazy("sqlite::memory:").unwrap(),
+        nats,
+        js,
+        docker,
+        settings,
+        api: None,
+        worker: None,
+        network,
+        nats_server,
+        dir,
+    };
+    app.start_api().await;
+    app.db = SqlitePool::connect(&app.settings.database.url).await.unwrap();
+    let (_, token) = vsfleet_api::users::create(&app.db, "admin@example.test", true).await.unwrap();
+    app.admin_token = token;
+    app.start_worker().await;
+    app
+}
+
+impl TestApp {
+    pub async fn start_api(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.settings.api.listen).await.unwrap();
+        let api = vsfleet_api::Application::build(self.settings.clone(), listener).await.expect("api builds");
+        self.addr = api.local_addr();
+        // Keep the port if the api is restarted.
+        self.settings.api.listen = self.addr;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { api.run_until_stopped(stop).await.expect("api runs") }
+        });
+        self.api = Some((stop, task));
+    }
+
+    pub async fn start_worker(&mut self) {
+        let worker = vsfleet_worker::Worker::build(self.settings.clone()).await.expect("worker builds");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { worker.run_until_stopped(stop).await }
+        });
+        self.worker = Some((stop, task));
+    }
+
+    /// Stops the worker gracefully: it finishes what it runs, takes no more.
+    pub async fn stop_worker(&mut self) {
+        if let Some((stop, task)) = self.worker.take() {
+            stop.cancel();
+            tokio::time::timeout(WAIT, task).await.expect("worker stops in time").unwrap();
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.settings.worker.host_id
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.settings.nats.prefix
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.settings.worker.data_root.clone()
+    }
+
+    pub fn container_name(&self, id: i64) -> String {
+        format!("{}{id}", self.settings.worker.container_prefix)
+    }
+
+    pub async fn create_user(&self, email: &str) -> String {
+        vsfleet_api::users::create(&self.db, email, false).await.unwrap().1
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("http://{}{path}", self.addr));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("api answers");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&self.admin_token.clone()), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&self.admin_token.clone()), None).await
+    }
+
+    /// POST /v1/servers and wait for the create job to succeed.
+    pub async fn create_running(&self, name: &str, extra: Value) -> i64 {
+        let mut body = json!({ "name": name });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (status, created) = self.post("/v1/servers", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+        let job = self.wait_job(created["job"]["id"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        created["server"]["id"].as_i64().unwrap()
+    }
+
+    /// Requests an action and waits for its job to finish; returns the job.
+    pub async fn act(&self, id: i64, action: &str) -> Value {
+        let (status, body) = if action == "delete" {
+            self.call(Method::DELETE, &format!("/v1/servers/{id}"), Some(&self.admin_token.clone()), None).await
+        } else {
+            self.post(&format!("/v1/servers/{id}/{action}"), json!({})).await
+        };
+        assert_eq!(status, StatusCode::ACCEPTED, "{action}: {body}");
+        self.wait_job(body["job"]["id"].as_str().unwrap()).await
+    }
+
+    pub async fn wait_job(&self, job_id: &str) -> Value {
+        eventually(&format!("job {job_id} finishes"), || async move {
+            let (_, body) = self.get(&format!("/v1/jobs/{job_id}")).await;
+            matches!(body["job"]["status"].as_str(), Some("succeeded" | "failed")).then(|| body["job"].clone())
+        })
+        .await
+    }
+
+    pub async fn server(&self, id: i64) -> Value {
+        let (status, body) = self.get(&format!("/v1/servers/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["server"].clone()
+    }
+
+    pub async fn wait_status(&self, id: i64, want: &str) -> Value {
+        eventually(&format!("server {id} becomes {want}"), || async move {
+            let server = self.server(id).await;
+            (server["status"] == want).then_some(server)
+        })
+        .await
+    }
+
+    pub async fn inspect(&self, id: i64) -> Option<ContainerInspectResponse> {
+        self.docker.inspect_container(&self.container_name(id), None).await.ok()
+    }
+
+    /// Every container that carries this test's host label.
+    pub async fn our_containers(&self) -> Vec<String> {
+        let filters = std::collections::HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={}", labels::HOST, self.host())],
+        )]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect()
+    }
+
+    /// Waits until JetStream holds no job for this host: nothing pending,
+    /// nothing delivered and unacknowledged.
+    pub async fn wait_jobs_drained(&self) {
+        let name = format!("worker-{}", self.host());
+        eventually("the jobs consumer drains", || async {
+            let stream = self.js.get_stream(format!("{}_jobs", self.prefix())).await.ok()?;
+            let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&name).await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        })
+        .await
+    }
+
+    /// Stops everything, removes what the test made, and checks that
+    /// nothing is left: containers, network, streams, bucket, files.
+    pub async fn teardown(mut self) {
+        self.stop_worker().await;
+        if let Some((stop, task)) = self.api.take() {
+            stop.cancel();
+            tokio::time::timeout(WAIT, task).await.expect("api stops in time").unwrap();
+        }
+        for id in self.our_containers().await {
+            let options = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
+            self.docker.remove_container(&id, Some(options)).await.unwrap();
+        }
+        self.docker.remove_network(&self.network).await.unwrap();
+        let prefix = self.prefix().to_owned();
+        for stream in [format!("{prefix}_jobs"), format!("{prefix}_events")] {
+            self.js.delete_stream(&stream).await.unwrap();
+        }
+        self.js.delete_key_value(format!("{prefix}_hosts")).await.unwrap();
+
+        assert!(self.our_containers().await.is_empty(), "containers left behind");
+        assert!(self.docker.inspect_network(&self.network, None).await.is_err(), "network left behind");
+        let names: Vec<String> = futures::TryStreamExt::try_collect(self.js.stream_names()).await.unwrap();
+        assert!(!names.iter().any(|n| n.starts_with(&prefix) || n == &format!("KV_{prefix}_hosts")), "streams left: {names:?}");
+        self.db.close().await;
+        let path = self.dir.path().to_owned();
+        drop(self);
+        assert!(!path.exists(), "test directory left behind");
+    }
+}
+
+impl Drop for TestApp {
+    /// The fallback when a test panics before `teardown`: remove containers
+    /// and the network with the CLI (no async in drop).
+    fn drop(&mut self) {
+        if let Some((stop, _)) = &self.worker {
+            stop.cancel();
+        }
+        if let Some((stop, _)) = &self.api {
+            stop.cancel();
+        }
+        let filter = format!("label={}={}", labels::HOST, self.settings.worker.host_id);
+        if let Ok(out) = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+        let _ = std::process::Command::new("docker").args(["network", "rm", &self.network]).output();
+        if std::thread::panicking() {
+            eprintln!("--- nats-server log ---\n{}", self.nats_server.log());
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `WAIT`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, real parts. Each test boots the real api
+//! and worker against its own nats-server (JetStream), the machine's Docker
+//! engine and a SQLite file, and drives them through HTTP and NATS.
+//! The test image is built by `scripts/build-test-image` (run by `scripts/test`).
+
+mod helpers;
+mod nats_server;
+
+mod delivery;
+mod errors;
+mod lifecycle;
