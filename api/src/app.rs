@@ -41,13 +41,30 @@ impl Application {
         let js = jetstream::new(nats.clone());
         let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
         let events = events::consumer(&objects.events, &settings).await?;
-        let dispatcher = Dispatcher::new(js, settings.subjects(), settings.nats.publish_timeout(), db.clone());
-        let state = AppState { db, nats, dispatcher, hosts: objects.hosts, settings: Arc::new(settings) };
-        Ok(Self { listener, state, events })
+        let dispatcher = Dispatcher::new(
+            js,
+            settings.subjects(),
+            settings.nats.publish_timeout(),
+            db.clone(),
+        );
+        let state = AppState {
+            db,
+            nats,
+            dispatcher,
+            hosts: objects.hosts,
+            settings: Arc::new(settings),
+        };
+        Ok(Self {
+            listener,
+            state,
+            events,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -56,14 +73,21 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then drains open requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, events } = self;
-        let outbox = tokio::spawn(
-            state
-                .dispatcher
-                .clone()
-                .run_outbox(Duration::from_millis(state.settings.api.outbox_interval_ms), shutdown.clone()),
-        );
-        let recorder = tokio::spawn(events::run(events, state.db.clone(), state.settings.retention(), shutdown.clone()));
+        let Application {
+            listener,
+            state,
+            events,
+        } = self;
+        let outbox = tokio::spawn(state.dispatcher.clone().run_outbox(
+            Duration::from_millis(state.settings.api.outbox_interval_ms),
+            shutdown.clone(),
+        ));
+        let recorder = tokio::spawn(events::run(
+            events,
+            state.db.clone(),
+            state.settings.retention(),
+            shutdown.clone(),
+        ));
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let stop = shutdown.clone();
         axum::serve(listener, http::router(state.clone()))

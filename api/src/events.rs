@@ -15,7 +15,10 @@ use crate::db::{Db, begin_write};
 use crate::jobs::{self, NewJob};
 use crate::servers;
 
-pub async fn consumer(events: &jetstream::stream::Stream, settings: &vsfleet_contract::Settings) -> anyhow::Result<PullConsumer> {
+pub async fn consumer(
+    events: &jetstream::stream::Stream,
+    settings: &vsfleet_contract::Settings,
+) -> anyhow::Result<PullConsumer> {
     let subjects = settings.subjects();
     let name = subjects.api_events_consumer();
     events
@@ -23,7 +26,7 @@ pub async fn consumer(events: &jetstream::stream::Stream, settings: &vsfleet_con
             &name,
             jetstream::consumer::pull::Config {
                 durable_name: Some(name.clone()),
-                filter_subject: format!("{}.events.*.job", subjects.prefix()),
+                filter_subject: subjects.api_events_filter(),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 ..Default::default()
@@ -34,12 +37,20 @@ pub async fn consumer(events: &jetstream::stream::Stream, settings: &vsfleet_con
 }
 
 /// Records events until shut down, reopening the message stream after errors.
-pub async fn run(consumer: PullConsumer, db: Db, retention: chrono::Duration, shutdown: CancellationToken) {
+pub async fn run(
+    consumer: PullConsumer,
+    db: Db,
+    retention: chrono::Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "events: cannot pull; retrying");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "events: cannot pull; retrying"
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -77,7 +88,9 @@ pub async fn run(consumer: PullConsumer, db: Db, retention: chrono::Duration, sh
                 Ok(()) => message.ack().await,
                 Err(error) => {
                     tracing::warn!(parent: &span, error = format!("{error:#}"), "events: recording failed; redelivery in 1s");
-                    message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+                    message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await
                 }
             };
             if let Err(error) = ack {
@@ -134,9 +147,19 @@ pub async fn apply(db: &Db, ev: &JobEvent, retention: chrono::Duration) -> anyho
             finish(&mut tx, ev, JobStatus::Succeeded, None).await?;
             record_server(&mut tx, ev, true, Some(observed), None, retention).await?;
         }
-        JobPhase::Failed { error, observed, .. } => {
+        JobPhase::Failed {
+            error, observed, ..
+        } => {
             finish(&mut tx, ev, JobStatus::Failed, Some(error)).await?;
-            record_server(&mut tx, ev, false, observed.as_ref(), Some(error), retention).await?;
+            record_server(
+                &mut tx,
+                ev,
+                false,
+                observed.as_ref(),
+                Some(error),
+                retention,
+            )
+            .await?;
         }
     }
     tx.commit().await?;
@@ -178,7 +201,11 @@ async fn record_server(
     };
     if server.host != ev.host {
         // A worker can only speak for its own host.
-        tracing::warn!(server_host = server.host, event_host = ev.host, "event from another host ignored for the server row");
+        tracing::warn!(
+            server_host = server.host,
+            event_host = ev.host,
+            "event from another host ignored for the server row"
+        );
         return Ok(());
     }
     let next = match seen {
@@ -191,16 +218,23 @@ async fn record_server(
         }),
     };
     let Some(status) = next else {
-        sqlx::query("DELETE FROM servers WHERE id = ?").bind(server.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM servers WHERE id = ?")
+            .bind(server.id)
+            .execute(&mut *tx)
+            .await?;
         tracing::info!("server purged");
         return Ok(());
     };
-    let (deleted_at, purge_after): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = if status == ServerStatus::Deleted {
-        let deleted_at = server.deleted_at.unwrap_or(ev.at);
-        (Some(deleted_at), Some(server.purge_after.unwrap_or(deleted_at + retention)))
-    } else {
-        (None, None)
-    };
+    let (deleted_at, purge_after): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        if status == ServerStatus::Deleted {
+            let deleted_at = server.deleted_at.unwrap_or(ev.at);
+            (
+                Some(deleted_at),
+                Some(server.purge_after.unwrap_or(deleted_at + retention)),
+            )
+        } else {
+            (None, None)
+        };
     sqlx::query(
         "UPDATE servers SET status = ?, container_id = ?, data_exists = ?, last_error = ?, deleted_at = ?, purge_after = ?, updated_at = ?
          WHERE id = ?",

@@ -11,7 +11,9 @@ pub async fn alive(bucket: &kv::Store, max_age_secs: i64) -> anyhow::Result<Vec<
     let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
     let mut alive = Vec::new();
     for key in keys {
-        let Some(value) = bucket.get(&key).await? else { continue };
+        let Some(value) = bucket.get(&key).await? else {
+            continue;
+        };
         match serde_json::from_slice::<HostPresence>(&value) {
             Ok(p) if (Utc::now() - p.seen_at).num_seconds() <= max_age_secs => alive.push(p.host),
             Ok(_) => {}

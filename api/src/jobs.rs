@@ -75,7 +75,10 @@ pub async fn get<'e, E>(db: E, id: &str) -> Result<Option<Job>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query_as("SELECT * FROM jobs WHERE id = ?").bind(id).fetch_optional(db).await
+    sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn in_flight<'e, E>(db: E, server_id: i64) -> Result<Option<Job>, sqlx::Error>
@@ -112,7 +115,11 @@ where
 
 /// Queued jobs JetStream has not acknowledged, oldest first, created before
 /// `before` (younger ones are still being published by their request).
-pub async fn unpublished<'e, E>(db: E, before: DateTime<Utc>, limit: i64) -> Result<Vec<Job>, sqlx::Error>
+pub async fn unpublished<'e, E>(
+    db: E,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {

@@ -21,7 +21,9 @@ fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Unavailable {
             code: "broker_unavailable",
-            message: "the job broker (NATS) is unreachable; nothing was accepted, try again shortly".into(),
+            message:
+                "the job broker (NATS) is unreachable; nothing was accepted, try again shortly"
+                    .into(),
         })
     }
 }
@@ -29,28 +31,44 @@ fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
 /// The live host with the fewest servers.
 async fn place(state: &AppState) -> Result<String, ApiError> {
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
-    let alive = hosts::alive(&state.hosts, max_age).await.map_err(|e| ApiError::Unavailable {
-        code: "broker_unavailable",
-        message: format!("cannot read the live hosts from NATS: {e}"),
-    })?;
+    let alive = hosts::alive(&state.hosts, max_age)
+        .await
+        .map_err(|e| ApiError::Unavailable {
+            code: "broker_unavailable",
+            message: format!("cannot read the live hosts from NATS: {e}"),
+        })?;
     let load = servers::load_by_host(&state.db).await?;
     let count = |host: &str| load.iter().find(|(h, _)| h == host).map_or(0, |(_, n)| *n);
-    alive.into_iter().min_by_key(|h| count(h)).ok_or_else(|| ApiError::Unavailable {
-        code: "no_host_available",
-        message: "no worker host is alive to place the server on".into(),
-    })
+    alive
+        .into_iter()
+        .min_by_key(|h| count(h))
+        .ok_or_else(|| ApiError::Unavailable {
+            code: "no_host_available",
+            message: "no worker host is alive to place the server on".into(),
+        })
 }
 
-pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec) -> Result<(Server, Job), ApiError> {
+pub async fn create(
+    state: &AppState,
+    user: &User,
+    name: &str,
+    spec: ServerSpec,
+) -> Result<(Server, Job), ApiError> {
     let name = ServerName::parse(name).map_err(|e| ApiError::invalid("invalid_name", e))?;
-    spec.validate().map_err(|e| ApiError::invalid("invalid_spec", e))?;
+    spec.validate()
+        .map_err(|e| ApiError::invalid("invalid_spec", e))?;
     ensure_broker(state)?;
     let host = place(state).await?;
 
     let mut tx = begin_write(&state.db).await?;
     let server = servers::insert(
         &mut tx,
-        NewServer { owner_id: user.id, name: name.as_str(), host: &host, spec: &spec },
+        NewServer {
+            owner_id: user.id,
+            name: name.as_str(),
+            host: &host,
+            spec: &spec,
+        },
     )
     .await?;
     let job = insert_job(&mut tx, user, &server, Action::Create).await?;
@@ -61,7 +79,12 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
 }
 
 /// Accepts `action` on a server the user may act on.
-pub async fn request(state: &AppState, user: &User, server_id: i64, action: Action) -> Result<Job, ApiError> {
+pub async fn request(
+    state: &AppState,
+    user: &User,
+    server_id: i64,
+    action: Action,
+) -> Result<Job, ApiError> {
     ensure_broker(state)?;
     let mut tx = begin_write(&state.db).await?;
     let server = servers::get_visible(&mut *tx, user, server_id).await?;
@@ -69,7 +92,10 @@ pub async fn request(state: &AppState, user: &User, server_id: i64, action: Acti
         return Err(ApiError::JobInFlight(busy.job_id()));
     }
     if !action.allowed_from(server.status()) {
-        return Err(ApiError::InvalidTransition { action: action.as_str(), status: server.status() });
+        return Err(ApiError::InvalidTransition {
+            action: action.as_str(),
+            status: server.status(),
+        });
     }
     let job = insert_job(&mut tx, user, &server, action).await?;
     if let Some(status) = action.in_flight_status() {
@@ -81,12 +107,20 @@ pub async fn request(state: &AppState, user: &User, server_id: i64, action: Acti
     Ok(job)
 }
 
-pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -> Result<Server, ApiError> {
+pub async fn rename(
+    state: &AppState,
+    user: &User,
+    server_id: i64,
+    name: &str,
+) -> Result<Server, ApiError> {
     let name = ServerName::parse(name).map_err(|e| ApiError::invalid("invalid_name", e))?;
     let mut tx = begin_write(&state.db).await?;
     let server = servers::get_visible(&mut *tx, user, server_id).await?;
     if server.status() == vsfleet_contract::ServerStatus::Deleted {
-        return Err(ApiError::InvalidTransition { action: "rename", status: server.status() });
+        return Err(ApiError::InvalidTransition {
+            action: "rename",
+            status: server.status(),
+        });
     }
     let server = servers::rename(&mut tx, server_id, name.as_str()).await?;
     tx.commit().await?;
@@ -101,7 +135,8 @@ async fn insert_job(
 ) -> Result<Job, ApiError> {
     let id = JobId::new();
     // Create, start and restart may build the container, so they carry the spec.
-    let spec = matches!(action, Action::Create | Action::Start | Action::Restart).then(|| server.spec());
+    let spec =
+        matches!(action, Action::Create | Action::Start | Action::Restart).then(|| server.spec());
     let payload = serde_json::to_string(&JobRequest {
         server_id: vsfleet_contract::ServerId::new(server.id).map_err(anyhow::Error::from)?,
         job_id: Some(id),
@@ -124,7 +159,10 @@ async fn insert_job(
         // The partial unique index: another request won the race.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             let busy = jobs::in_flight(&mut *conn, server.id).await?;
-            Err(busy.map_or_else(|| ApiError::Internal(anyhow::anyhow!("unique violation without an in-flight job")), |j| ApiError::JobInFlight(j.job_id())))
+            Err(busy.map_or_else(
+                || ApiError::Internal(anyhow::anyhow!("unique violation without an in-flight job")),
+                |j| ApiError::JobInFlight(j.job_id()),
+            ))
         }
         Err(e) => Err(e.into()),
     }

@@ -45,10 +45,7 @@ enum UserCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    vsfleet_contract::telemetry::init();
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -66,11 +63,18 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied to {}", settings.database.url);
             Ok(())
         }
-        Command::User { command: UserCommand::Create { email, admin } } => {
+        Command::User {
+            command: UserCommand::Create { email, admin },
+        } => {
             let db = db::open(&settings.database.url).await?;
             db::migrate(&db).await?;
             let (user, token) = users::create(&db, &email, admin).await?;
-            eprintln!("created user {} ({}){}", user.id, user.email, if admin { " as admin" } else { "" });
+            eprintln!(
+                "created user {} ({}){}",
+                user.id,
+                user.email,
+                if admin { " as admin" } else { "" }
+            );
             println!("{token}");
             Ok(())
         }
@@ -78,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

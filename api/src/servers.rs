@@ -34,7 +34,10 @@ impl Server {
     }
 
     pub fn spec(&self) -> ServerSpec {
-        ServerSpec { cpus: self.cpus, memory_mb: self.memory_mb.map(|m| m as u64) }
+        ServerSpec {
+            cpus: self.cpus,
+            memory_mb: self.memory_mb.map(|m| m as u64),
+        }
     }
 
     pub fn visible_to(&self, user: &User) -> bool {
@@ -46,7 +49,10 @@ pub async fn get<'e, E>(db: E, id: i64) -> Result<Option<Server>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query_as("SELECT * FROM servers WHERE id = ?").bind(id).fetch_optional(db).await
+    sqlx::query_as("SELECT * FROM servers WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 /// The server if `user` may see it; someone else's server is "not found".
@@ -60,7 +66,11 @@ where
     }
 }
 
-pub async fn list<'e, E>(db: E, user: &User, include_deleted: bool) -> Result<Vec<Server>, sqlx::Error>
+pub async fn list<'e, E>(
+    db: E,
+    user: &User,
+    include_deleted: bool,
+) -> Result<Vec<Server>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
@@ -81,7 +91,10 @@ pub struct NewServer<'a> {
     pub spec: &'a ServerSpec,
 }
 
-pub async fn insert(conn: &mut SqliteConnection, new: NewServer<'_>) -> Result<Server, sqlx::Error> {
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    new: NewServer<'_>,
+) -> Result<Server, sqlx::Error> {
     let now = Utc::now();
     sqlx::query_as(
         "INSERT INTO servers (owner_id, name, host, status, cpus, memory_mb, created_at, updated_at)
@@ -99,7 +112,11 @@ pub async fn insert(conn: &mut SqliteConnection, new: NewServer<'_>) -> Result<S
     .await
 }
 
-pub async fn set_status(conn: &mut SqliteConnection, id: i64, status: ServerStatus) -> Result<(), sqlx::Error> {
+pub async fn set_status(
+    conn: &mut SqliteConnection,
+    id: i64,
+    status: ServerStatus,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE servers SET status = ?, updated_at = ? WHERE id = ?")
         .bind(status.as_str())
         .bind(Utc::now())
@@ -109,7 +126,11 @@ pub async fn set_status(conn: &mut SqliteConnection, id: i64, status: ServerStat
     Ok(())
 }
 
-pub async fn rename(conn: &mut SqliteConnection, id: i64, name: &str) -> Result<Server, sqlx::Error> {
+pub async fn rename(
+    conn: &mut SqliteConnection,
+    id: i64,
+    name: &str,
+) -> Result<Server, sqlx::Error> {
     sqlx::query_as("UPDATE servers SET name = ?, updated_at = ? WHERE id = ? RETURNING *")
         .bind(name)
         .bind(Utc::now())

@@ -86,7 +86,11 @@ mod tests {
             host: "h".into(),
             attempt: 1,
             at: Utc::now(),
-            phase: JobPhase::Failed { error: "boom".into(), permanent: true, observed: None },
+            phase: JobPhase::Failed {
+                error: "boom".into(),
+                permanent: true,
+                observed: None,
+            },
         };
         let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["phase"], "failed");

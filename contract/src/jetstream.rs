@@ -77,12 +77,71 @@ pub struct Objects {
 pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Objects, SetupError> {
     let get = |config: stream::Config| async move {
         let name = config.name.clone();
-        js.get_or_create_stream(config).await.map_err(|source| SetupError::Stream { name, source })
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|source| SetupError::Stream { name, source })
     };
     let jobs = get(jobs_stream(settings)).await?;
     let events = get(events_stream(settings)).await?;
     let bucket = hosts_bucket(settings);
     let name = bucket.bucket.clone();
-    let hosts = js.create_key_value(bucket).await.map_err(|source| SetupError::Bucket { name, source })?;
-    Ok(Objects { jobs, events, hosts })
+    let hosts = js
+        .create_key_value(bucket)
+        .await
+        .map_err(|source| SetupError::Bucket { name, source })?;
+    Ok(Objects {
+        jobs,
+        events,
+        hosts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! `nats/*.json` are what operators feed to `nats stream add --config`;
+    //! they must say what the code creates (for the default prefix `vs`).
+
+    use super::*;
+
+    fn stream_file(raw: &str) -> stream::Config {
+        serde_json::from_str(raw).expect("a valid stream definition")
+    }
+
+    fn assert_same(file: &stream::Config, code: &stream::Config) {
+        assert_eq!(file.name, code.name);
+        assert_eq!(file.subjects, code.subjects);
+        assert_eq!(file.retention, code.retention);
+        assert_eq!(file.storage, code.storage);
+        assert_eq!(file.max_age, code.max_age);
+        if code.duplicate_window != Duration::ZERO {
+            assert_eq!(file.duplicate_window, code.duplicate_window);
+        }
+    }
+
+    #[test]
+    fn the_cli_stream_definitions_match_the_code() {
+        let settings = Settings::default();
+        assert_same(
+            &stream_file(include_str!("../../nats/jobs-stream.json")),
+            &jobs_stream(&settings),
+        );
+        assert_same(
+            &stream_file(include_str!("../../nats/events-stream.json")),
+            &events_stream(&settings),
+        );
+    }
+
+    #[test]
+    fn the_cli_consumer_definitions_match_the_subjects() {
+        let subjects = Settings::default().subjects();
+        let worker: serde_json::Value =
+            serde_json::from_str(include_str!("../../nats/worker-consumer.json")).unwrap();
+        assert_eq!(worker["durable_name"], subjects.worker_consumer("host1"));
+        assert_eq!(worker["filter_subject"], subjects.host_jobs_filter("host1"));
+        assert_eq!(worker["max_deliver"], Settings::default().nats.max_deliver);
+        let api: serde_json::Value =
+            serde_json::from_str(include_str!("../../nats/api-consumer.json")).unwrap();
+        assert_eq!(api["durable_name"], subjects.api_events_consumer());
+        assert_eq!(api["filter_subject"], subjects.api_events_filter());
+    }
 }

@@ -18,6 +18,7 @@ pub mod name;
 pub mod settings;
 pub mod state;
 pub mod subjects;
+pub mod telemetry;
 
 pub use event::{ContainerState, HostPresence, JobEvent, JobPhase, Observation};
 pub use ids::{JobId, ServerId};

@@ -85,7 +85,9 @@ pub enum SettingsError {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            database: DatabaseSettings { url: "sqlite://vsfleet.db".into() },
+            database: DatabaseSettings {
+                url: "sqlite://vsfleet.db".into(),
+            },
             nats: NatsSettings {
                 url: "nats://127.0.0.1:4222".into(),
                 prefix: "vs".into(),
@@ -121,19 +123,34 @@ fn default_host_id() -> String {
     let id: String = raw
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
-    if id.is_empty() { "localhost".into() } else { id }
+    if id.is_empty() {
+        "localhost".into()
+    } else {
+        id
+    }
 }
 
 impl Settings {
     /// Loads the layers. `file` wins over `VSFLEET_CONFIG`.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         let env_file = std::env::var_os("VSFLEET_CONFIG").map(PathBuf::from);
-        let mut builder = config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
         if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
         let settings: Settings = builder
             .add_source(
@@ -163,19 +180,39 @@ impl Settings {
             return invalid("worker.host_id", e.to_string());
         }
         if !self.database.url.starts_with("sqlite:") {
-            return invalid("database.url", format!("{:?} is not a sqlite: URL", self.database.url));
+            return invalid(
+                "database.url",
+                format!("{:?} is not a sqlite: URL", self.database.url),
+            );
         }
         if !self.nats.url.starts_with("nats://") && !self.nats.url.starts_with("tls://") {
-            return invalid("nats.url", format!("{:?} is not a nats:// URL", self.nats.url));
+            return invalid(
+                "nats.url",
+                format!("{:?} is not a nats:// URL", self.nats.url),
+            );
         }
         if !self.worker.data_root.is_absolute() {
-            return invalid("worker.data_root", format!("{:?} is not an absolute path", self.worker.data_root));
+            return invalid(
+                "worker.data_root",
+                format!("{:?} is not an absolute path", self.worker.data_root),
+            );
         }
         let prefix = &self.worker.container_prefix;
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
-            return invalid("worker.container_prefix", format!("{prefix:?} is not a valid start of a container name"));
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return invalid(
+                "worker.container_prefix",
+                format!("{prefix:?} is not a valid start of a container name"),
+            );
         }
-        for (key, value) in [("worker.image", &self.worker.image), ("worker.runtime", &self.worker.runtime), ("worker.network", &self.worker.network)] {
+        for (key, value) in [
+            ("worker.image", &self.worker.image),
+            ("worker.runtime", &self.worker.runtime),
+            ("worker.network", &self.worker.network),
+        ] {
             if value.trim().is_empty() {
                 return invalid(key, "must not be empty".into());
             }

@@ -174,24 +174,54 @@ impl JobStatus {
     }
 }
 
-text_enum!(Action, "action", [
-    Action::Create, Action::Start, Action::Stop, Action::Restart,
-    Action::Delete, Action::Restore, Action::Purge,
-]);
-text_enum!(ServerStatus, "server status", [
-    ServerStatus::Creating, ServerStatus::Running, ServerStatus::Stopped, ServerStatus::Missing,
-    ServerStatus::Failed, ServerStatus::Deleting, ServerStatus::Deleted,
-]);
-text_enum!(JobStatus, "job status", [
-    JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed,
-]);
+text_enum!(
+    Action,
+    "action",
+    [
+        Action::Create,
+        Action::Start,
+        Action::Stop,
+        Action::Restart,
+        Action::Delete,
+        Action::Restore,
+        Action::Purge,
+    ]
+);
+text_enum!(
+    ServerStatus,
+    "server status",
+    [
+        ServerStatus::Creating,
+        ServerStatus::Running,
+        ServerStatus::Stopped,
+        ServerStatus::Missing,
+        ServerStatus::Failed,
+        ServerStatus::Deleting,
+        ServerStatus::Deleted,
+    ]
+);
+text_enum!(
+    JobStatus,
+    "job status",
+    [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+    ]
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn seen(container: ContainerState, data_exists: bool, archived: bool) -> Observation {
-        Observation { container, container_id: None, data_exists, archived }
+        Observation {
+            container,
+            container_id: None,
+            data_exists,
+            archived,
+        }
     }
 
     #[test]
@@ -221,11 +251,34 @@ mod tests {
         use ServerStatus::*;
         let running = seen(ContainerState::Running, true, false);
         let gone = seen(ContainerState::Absent, true, false);
-        assert_eq!(ServerStatus::after(Action::Start, true, &running), Some(Running));
-        assert_eq!(ServerStatus::after(Action::Stop, true, &gone), Some(Missing));
-        assert_eq!(ServerStatus::after(Action::Create, false, &running), Some(Failed));
-        assert_eq!(ServerStatus::after(Action::Delete, true, &seen(ContainerState::Absent, false, true)), Some(Deleted));
+        assert_eq!(
+            ServerStatus::after(Action::Start, true, &running),
+            Some(Running)
+        );
+        assert_eq!(
+            ServerStatus::after(Action::Stop, true, &gone),
+            Some(Missing)
+        );
+        assert_eq!(
+            ServerStatus::after(Action::Create, false, &running),
+            Some(Failed)
+        );
+        assert_eq!(
+            ServerStatus::after(
+                Action::Delete,
+                true,
+                &seen(ContainerState::Absent, false, true)
+            ),
+            Some(Deleted)
+        );
         assert_eq!(ServerStatus::after(Action::Purge, true, &gone), None);
-        assert_eq!(ServerStatus::after(Action::Delete, false, &seen(ContainerState::Stopped, true, false)), Some(Stopped));
+        assert_eq!(
+            ServerStatus::after(
+                Action::Delete,
+                false,
+                &seen(ContainerState::Stopped, true, false)
+            ),
+            Some(Stopped)
+        );
     }
 }

@@ -32,11 +32,17 @@ pub struct InvalidToken {
 pub fn check_token(what: &'static str, value: &str, max: usize) -> Result<(), InvalidToken> {
     let ok = !value.is_empty()
         && value.len() <= max
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(InvalidToken { what, value: value.to_owned(), max })
+        Err(InvalidToken {
+            what,
+            value: value.to_owned(),
+            max,
+        })
     }
 }
 
@@ -47,7 +53,9 @@ pub fn check_host_id(host: &str) -> Result<(), InvalidToken> {
 impl Subjects {
     pub fn new(prefix: &str) -> Result<Self, InvalidToken> {
         check_token("nats prefix", prefix, 32)?;
-        Ok(Self { prefix: prefix.to_owned() })
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -79,7 +87,10 @@ impl Subjects {
     pub fn parse_job<'a>(&self, subject: &'a str) -> Option<(&'a str, Result<Action, String>)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".jobs.")?;
         let (host, action) = rest.split_once('.')?;
-        Some((host, action.parse::<Action>().map_err(|_| action.to_owned())))
+        Some((
+            host,
+            action.parse::<Action>().map_err(|_| action.to_owned()),
+        ))
     }
 
     pub fn events_stream(&self) -> String {
@@ -92,6 +103,11 @@ impl Subjects {
 
     pub fn job_events(&self, host: &str) -> String {
         format!("{}.events.{host}.job", self.prefix)
+    }
+
+    /// Every host's job events.
+    pub fn api_events_filter(&self) -> String {
+        format!("{}.events.*.job", self.prefix)
     }
 
     pub fn api_events_consumer(&self) -> String {
@@ -114,7 +130,10 @@ mod tests {
         assert_eq!(s.jobs_stream(), "t1_jobs");
         let (host, action) = s.parse_job("t1.jobs.h-1.stop").unwrap();
         assert_eq!((host, action), ("h-1", Ok(Action::Stop)));
-        assert_eq!(s.parse_job("t1.jobs.h-1.fly").unwrap().1, Err("fly".to_owned()));
+        assert_eq!(
+            s.parse_job("t1.jobs.h-1.fly").unwrap().1,
+            Err("fly".to_owned())
+        );
         assert!(s.parse_job("t2.jobs.h-1.stop").is_none());
     }
 

@@ -60,7 +60,12 @@ impl Worker {
         // Announce before consuming, so the api can place servers here as
         // soon as `build` returns.
         presence::announce(&objects.hosts, &settings.worker.host_id, chrono::Utc::now()).await?;
-        Ok(Self { settings, consumer, hosts: objects.hosts, ctx })
+        Ok(Self {
+            settings,
+            consumer,
+            hosts: objects.hosts,
+            ctx,
+        })
     }
 
     pub fn operations(&self) -> &Operations {
@@ -70,7 +75,12 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then lets running jobs finish
     /// (up to a deadline) before returning.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let Worker { settings, consumer, hosts, ctx } = self;
+        let Worker {
+            settings,
+            consumer,
+            hosts,
+            ctx,
+        } = self;
         tracing::info!(host = settings.worker.host_id, data_root = %settings.worker.data_root.display(), "worker consuming jobs");
         let presence = tokio::spawn(presence::run(
             hosts,

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
@@ -39,7 +41,10 @@ pub async fn check_runtime(docker: &Docker, wanted: &str) -> Result<(), StartupE
     }
     let mut names: Vec<_> = runtimes.into_keys().collect();
     names.sort();
-    Err(StartupError::RuntimeMissing { wanted: wanted.to_owned(), registered: names.join(", ") })
+    Err(StartupError::RuntimeMissing {
+        wanted: wanted.to_owned(),
+        registered: names.join(", "),
+    })
 }
 
 /// A container found under a server's name.
@@ -62,7 +67,12 @@ pub struct Containers {
 impl Containers {
     pub fn new(docker: Docker, settings: WorkerSettings, deployment: &str) -> Self {
         let root = DataRoot::new(settings.data_root.clone());
-        Self { docker, settings, deployment: deployment.to_owned(), root }
+        Self {
+            docker,
+            settings,
+            deployment: deployment.to_owned(),
+            root,
+        }
     }
 
     pub fn docker(&self) -> &Docker {
@@ -85,7 +95,9 @@ impl Containers {
     fn is_ours(&self, id: ServerId, found: Option<&HashMap<String, String>>) -> bool {
         let Some(found) = found else { return false };
         let expected = self.labels(id);
-        [labels::MANAGED, labels::SERVER_ID, labels::HOST].iter().all(|k| found.get(*k) == expected.get(*k))
+        [labels::MANAGED, labels::SERVER_ID, labels::HOST]
+            .iter()
+            .all(|k| found.get(*k) == expected.get(*k))
     }
 
     /// The container under the server's name, if any.
@@ -97,11 +109,17 @@ impl Containers {
         };
         let status = inspect.state.as_ref().and_then(|s| s.status);
         let state = match status {
-            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING) => ContainerState::Running,
+            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING) => {
+                ContainerState::Running
+            }
             _ => ContainerState::Stopped,
         };
         let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
-        Ok(Some(Found { id: inspect.id.unwrap_or_default(), state, ours: self.is_ours(id, labels) }))
+        Ok(Some(Found {
+            id: inspect.id.unwrap_or_default(),
+            state,
+            ours: self.is_ours(id, labels),
+        }))
     }
 
     /// Our container for the server, or a refusal if the name is taken by
@@ -121,8 +139,15 @@ impl Containers {
     /// this server (renamed by hand, left by a crash) is removed first.
     pub async fn create(&self, id: ServerId, spec: &ServerSpec) -> Result<String, OpError> {
         self.remove_strays(id).await?;
-        let options = CreateContainerOptions { name: Some(self.name(id)), ..Default::default() };
-        match self.docker.create_container(Some(options), self.container_body(id, spec)).await {
+        let options = CreateContainerOptions {
+            name: Some(self.name(id)),
+            ..Default::default()
+        };
+        match self
+            .docker
+            .create_container(Some(options), self.container_body(id, spec))
+            .await
+        {
             Ok(created) => Ok(created.id),
             // Another delivery of the same job created it first.
             Err(e) if docker_status(&e) == Some(409) => match self.find_ours(id).await? {
@@ -142,10 +167,16 @@ impl Containers {
             hostname: Some(format!("server{id}")),
             labels: Some(self.labels(id)),
             host_config: Some(HostConfig {
-                binds: Some(vec![bind(self.root.apps_dir(id), "/apps"), bind(self.root.docker_dir(id), "/var/lib/docker")]),
+                binds: Some(vec![
+                    bind(self.root.apps_dir(id), "/apps"),
+                    bind(self.root.docker_dir(id), "/var/lib/docker"),
+                ]),
                 runtime: Some(self.settings.runtime.clone()),
                 network_mode: Some(self.settings.network.clone()),
-                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
                 nano_cpus: spec.nano_cpus(),
                 memory: spec.memory_bytes(),
                 ..Default::default()
@@ -160,7 +191,10 @@ impl Containers {
     }
 
     pub async fn stop(&self, container: &str) -> Result<(), OpError> {
-        let options = StopContainerOptions { t: Some(self.settings.stop_timeout_secs), signal: None };
+        let options = StopContainerOptions {
+            t: Some(self.settings.stop_timeout_secs),
+            signal: None,
+        };
         match self.docker.stop_container(container, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if docker_status(&e) == Some(404) => Ok(()),
@@ -169,14 +203,24 @@ impl Containers {
     }
 
     pub async fn restart(&self, container: &str) -> Result<(), OpError> {
-        let options = bollard::query_parameters::RestartContainerOptions { t: Some(self.settings.stop_timeout_secs), signal: None };
-        Ok(self.docker.restart_container(container, Some(options)).await?)
+        let options = bollard::query_parameters::RestartContainerOptions {
+            t: Some(self.settings.stop_timeout_secs),
+            signal: None,
+        };
+        Ok(self
+            .docker
+            .restart_container(container, Some(options))
+            .await?)
     }
 
     /// Stops (gracefully) and removes; a container already gone is fine.
     pub async fn remove(&self, container: &str) -> Result<(), OpError> {
         self.stop(container).await?;
-        let options = RemoveContainerOptions { force: true, v: false, link: false };
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(docker_status(&e), Some(404)) => Ok(()),
@@ -194,15 +238,23 @@ impl Containers {
                 format!("{}={}", labels::HOST, self.settings.host_id),
             ],
         )]);
-        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
         let canonical = format!("/{}", self.name(id));
         for c in self.docker.list_containers(Some(options)).await? {
             let names = c.names.unwrap_or_default();
-            if names.iter().any(|n| *n == canonical) {
+            if names.contains(&canonical) {
                 continue;
             }
             if let Some(cid) = c.id {
-                tracing::warn!(container = cid, ?names, "removing a stray container of this server before recreating it");
+                tracing::warn!(
+                    container = cid,
+                    ?names,
+                    "removing a stray container of this server before recreating it"
+                );
                 self.remove(&cid).await?;
             }
         }

@@ -20,9 +20,16 @@ pub enum OpError {
 }
 
 impl OpError {
-    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> OpError {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> OpError {
         let path = path.into();
-        move |source| OpError::Io { action, path, source }
+        move |source| OpError::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     /// True when retrying the job cannot help: an invalid spec, a missing
@@ -41,7 +48,9 @@ impl OpError {
             OpError::Docker(_) => false,
             OpError::Io { source, .. } => matches!(
                 source.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::ReadOnlyFilesystem
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::ReadOnlyFilesystem
             ),
         }
     }
@@ -60,7 +69,10 @@ mod tests {
     use super::*;
 
     fn engine(status_code: u16) -> OpError {
-        OpError::Docker(bollard::errors::Error::DockerResponseServerError { status_code, message: "x".into() })
+        OpError::Docker(bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: "x".into(),
+        })
     }
 
     #[test]

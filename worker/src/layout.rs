@@ -59,7 +59,8 @@ impl DataRoot {
     }
 
     pub fn archive_dir(&self, id: ServerId, at: DateTime<Utc>) -> PathBuf {
-        self.root.join(format!("{id}{ARCHIVE_MARK}{}", at.format("%Y%m%d%H%M%S")))
+        self.root
+            .join(format!("{id}{ARCHIVE_MARK}{}", at.format("%Y%m%d%H%M%S")))
     }
 
     /// The server's archives, oldest first. Only names of the exact form
@@ -119,20 +120,42 @@ mod tests {
     fn paths_are_derived_from_the_id_under_the_root() {
         let root = DataRoot::new("/srv/SERVERS");
         assert_eq!(root.apps_dir(id(42)), PathBuf::from("/srv/SERVERS/42/apps"));
-        assert_eq!(root.docker_dir(id(42)), PathBuf::from("/srv/SERVERS/42/docker"));
-        let at = DateTime::parse_from_rfc3339("2025-12-08T12:00:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(root.archive_dir(id(42), at), PathBuf::from("/srv/SERVERS/42-deleted-20251208120000"));
+        assert_eq!(
+            root.docker_dir(id(42)),
+            PathBuf::from("/srv/SERVERS/42/docker")
+        );
+        let at = DateTime::parse_from_rfc3339("2025-12-08T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            root.archive_dir(id(42), at),
+            PathBuf::from("/srv/SERVERS/42-deleted-20251208120000")
+        );
     }
 
     #[test]
     fn archives_of_one_server_never_include_another() {
         let dir = tempfile_dir("archives");
-        for name in ["42-deleted-20250101000000", "42-deleted-20260101000000", "420-deleted-20250101000000", "42-deleted-x", "42"] {
+        for name in [
+            "42-deleted-20250101000000",
+            "42-deleted-20260101000000",
+            "420-deleted-20250101000000",
+            "42-deleted-x",
+            "42",
+        ] {
             std::fs::create_dir_all(dir.join(name)).unwrap();
         }
         let root = DataRoot::new(&dir);
-        let names: Vec<_> = root.archives(id(42)).unwrap().iter().map(|p| p.file_name().unwrap().to_owned()).collect();
-        assert_eq!(names, ["42-deleted-20250101000000", "42-deleted-20260101000000"]);
+        let names: Vec<_> = root
+            .archives(id(42))
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["42-deleted-20250101000000", "42-deleted-20260101000000"]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

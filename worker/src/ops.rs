@@ -16,7 +16,12 @@ pub struct Operations {
 }
 
 impl Operations {
-    pub async fn run(&self, action: Action, id: ServerId, spec: Option<&ServerSpec>) -> Result<Observation, OpError> {
+    pub async fn run(
+        &self,
+        action: Action,
+        id: ServerId,
+        spec: Option<&ServerSpec>,
+    ) -> Result<Observation, OpError> {
         match action {
             Action::Create => self.create(id, spec).await?,
             Action::Start => self.start(id, spec).await?,
@@ -32,7 +37,11 @@ impl Operations {
     /// What the host has for the server now.
     pub async fn observe(&self, id: ServerId) -> Result<Observation, OpError> {
         let found = self.containers.find(id).await?.filter(|f| f.ours);
-        let archived = !self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))?.is_empty();
+        let archived = !self
+            .root
+            .archives(id)
+            .map_err(OpError::io("listing archives in", self.root.root()))?
+            .is_empty();
         Ok(Observation {
             container: found.as_ref().map_or(ContainerState::Absent, |f| f.state),
             container_id: found.map(|f| f.id),
@@ -67,7 +76,9 @@ impl Operations {
 
     async fn restart(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<(), OpError> {
         match self.containers.find_ours(id).await? {
-            Some(found) if found.state == ContainerState::Running => self.containers.restart(&found.id).await,
+            Some(found) if found.state == ContainerState::Running => {
+                self.containers.restart(&found.id).await
+            }
             _ => self.start(id, spec).await,
         }
     }
@@ -96,7 +107,9 @@ impl Operations {
             at += chrono::Duration::seconds(1);
             archive = self.root.archive_dir(id, at);
         }
-        tokio::fs::rename(&dir, &archive).await.map_err(OpError::io("archiving", dir))?;
+        tokio::fs::rename(&dir, &archive)
+            .await
+            .map_err(OpError::io("archiving", dir))?;
         tracing::info!(archive = %archive.display(), "server data archived");
         Ok(())
     }
@@ -107,11 +120,18 @@ impl Operations {
         if dir.is_dir() {
             return Ok(()); // restored by an earlier delivery
         }
-        let archives = self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))?;
+        let archives = self
+            .root
+            .archives(id)
+            .map_err(OpError::io("listing archives in", self.root.root()))?;
         let Some(newest) = archives.last() else {
-            return Err(OpError::Refused(format!("server {id} has no archive to restore")));
+            return Err(OpError::Refused(format!(
+                "server {id} has no archive to restore"
+            )));
         };
-        tokio::fs::rename(newest, &dir).await.map_err(OpError::io("restoring", newest.clone()))?;
+        tokio::fs::rename(newest, &dir)
+            .await
+            .map_err(OpError::io("restoring", newest.clone()))?;
         tracing::info!(from = %newest.display(), "server data restored");
         Ok(())
     }
@@ -129,24 +149,43 @@ impl Operations {
         if let Some(found) = self.containers.find_ours(id).await? {
             self.containers.remove(&found.id).await?;
         }
-        for archive in self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))? {
-            tokio::fs::remove_dir_all(&archive).await.map_err(OpError::io("purging", archive.clone()))?;
+        for archive in self
+            .root
+            .archives(id)
+            .map_err(OpError::io("listing archives in", self.root.root()))?
+        {
+            tokio::fs::remove_dir_all(&archive)
+                .await
+                .map_err(OpError::io("purging", archive.clone()))?;
             tracing::info!(archive = %archive.display(), "archive purged");
         }
         Ok(())
     }
 
     /// Our container for the server, created from the spec when missing.
-    async fn ensure_container(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<String, OpError> {
+    async fn ensure_container(
+        &self,
+        id: ServerId,
+        spec: Option<&ServerSpec>,
+    ) -> Result<String, OpError> {
         if let Some(found) = self.containers.find_ours(id).await? {
             return Ok(found.id);
         }
-        let has_archive = !self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))?.is_empty();
+        let has_archive = !self
+            .root
+            .archives(id)
+            .map_err(OpError::io("listing archives in", self.root.root()))?
+            .is_empty();
         if !self.root.data_exists(id) && has_archive {
-            return Err(OpError::Refused(format!("server {id} is deleted (its data is archived); restore it first")));
+            return Err(OpError::Refused(format!(
+                "server {id} is deleted (its data is archived); restore it first"
+            )));
         }
         // A job published by hand carries no spec: use the one written at create.
-        let spec = spec.cloned().or_else(|| self.root.read_spec(id)).unwrap_or_default();
+        let spec = spec
+            .cloned()
+            .or_else(|| self.root.read_spec(id))
+            .unwrap_or_default();
         self.prepare_dirs(id, &spec).await?;
         tracing::info!("container missing; recreating it from the spec");
         self.containers.create(id, &spec).await
@@ -154,7 +193,9 @@ impl Operations {
 
     async fn prepare_dirs(&self, id: ServerId, spec: &ServerSpec) -> Result<(), OpError> {
         for dir in [self.root.apps_dir(id), self.root.docker_dir(id)] {
-            tokio::fs::create_dir_all(&dir).await.map_err(OpError::io("creating", dir))?;
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(OpError::io("creating", dir))?;
         }
         let root = self.root.clone();
         let spec = spec.clone();

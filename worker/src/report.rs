@@ -26,7 +26,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Reporter {
     pub fn new(js: jetstream::Context, subjects: &Subjects, host: &str) -> Self {
-        Self { js, subject: subjects.job_events(host) }
+        Self {
+            js,
+            subject: subjects.job_events(host),
+        }
     }
 
     pub async fn send(&self, event: &JobEvent) -> Result<(), ReportError> {
@@ -37,10 +40,16 @@ impl Reporter {
         };
         // A re-sent report of the same attempt is dropped by JetStream.
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}-{phase}-{}", event.job_id, event.attempt).as_str());
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}-{phase}-{}", event.job_id, event.attempt).as_str(),
+        );
         let payload = Bytes::from(serde_json::to_vec(event).expect("events serialise"));
         let publish = async {
-            let ack = self.js.publish_with_headers(self.subject.clone(), headers, payload).await?;
+            let ack = self
+                .js
+                .publish_with_headers(self.subject.clone(), headers, payload)
+                .await?;
             ack.await
         };
         match tokio::time::timeout(TIMEOUT, publish).await {

@@ -26,7 +26,10 @@ impl FromRequestParts<AppState> for CurrentUser {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        users::by_token(&state.db, token).await?.map(CurrentUser).ok_or(ApiError::Unauthorized)
+        users::by_token(&state.db, token)
+            .await?
+            .map(CurrentUser)
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -39,7 +42,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::invalid("invalid_body", e.body_text())),
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(ApiError::invalid("invalid_body", e.body_text()))
+            }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }

@@ -25,7 +25,11 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> Reply {
     let database = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
     let broker = state.nats.connection_state() == async_nats::connection::State::Connected;
-    let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     ok(status, json!({ "database": database, "broker": broker }))
 }
 
@@ -41,10 +45,20 @@ pub struct CreateServer {
     memory_mb: Option<u64>,
 }
 
-pub async fn create_server(State(state): State<AppState>, CurrentUser(user): CurrentUser, ApiJson(body): ApiJson<CreateServer>) -> Reply {
-    let spec = ServerSpec { cpus: body.cpus, memory_mb: body.memory_mb };
+pub async fn create_server(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<CreateServer>,
+) -> Reply {
+    let spec = ServerSpec {
+        cpus: body.cpus,
+        memory_mb: body.memory_mb,
+    };
     let (server, job) = lifecycle::create(&state, &user, &body.name, spec).await?;
-    ok(StatusCode::ACCEPTED, json!({ "server": server, "job": job }))
+    ok(
+        StatusCode::ACCEPTED,
+        json!({ "server": server, "job": job }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -53,12 +67,20 @@ pub struct ListQuery {
     include_deleted: bool,
 }
 
-pub async fn list_servers(State(state): State<AppState>, CurrentUser(user): CurrentUser, Query(q): Query<ListQuery>) -> Reply {
+pub async fn list_servers(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Query(q): Query<ListQuery>,
+) -> Reply {
     let list = servers::list(&state.db, &user, q.include_deleted).await?;
     ok(StatusCode::OK, json!({ "servers": list }))
 }
 
-pub async fn get_server(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<String>) -> Reply {
+pub async fn get_server(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Reply {
     let server = servers::get_visible(&state.db, &user, server_id(&id)?).await?;
     ok(StatusCode::OK, json!({ "server": server }))
 }
@@ -79,7 +101,11 @@ pub async fn rename_server(
     ok(StatusCode::OK, json!({ "server": server }))
 }
 
-pub async fn delete_server(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<String>) -> Reply {
+pub async fn delete_server(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Reply {
     let job = lifecycle::request(&state, &user, server_id(&id)?, Action::Delete).await?;
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
 }
@@ -92,27 +118,46 @@ pub async fn server_action(
     let id = server_id(&id)?;
     // Create has its own route and delete is `DELETE /v1/servers/{id}`.
     let action = match action.parse::<Action>() {
-        Ok(a @ (Action::Start | Action::Stop | Action::Restart | Action::Restore | Action::Purge)) => a,
+        Ok(
+            a @ (Action::Start | Action::Stop | Action::Restart | Action::Restore | Action::Purge),
+        ) => a,
         _ => return Err(ApiError::NotFound("route")),
     };
     let job = lifecycle::request(&state, &user, id, action).await?;
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
 }
 
-pub async fn server_jobs(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<String>) -> Reply {
+pub async fn server_jobs(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Reply {
     let id = server_id(&id)?;
     servers::get_visible(&state.db, &user, id).await?;
-    ok(StatusCode::OK, json!({ "jobs": jobs::for_server(&state.db, id).await? }))
+    ok(
+        StatusCode::OK,
+        json!({ "jobs": jobs::for_server(&state.db, id).await? }),
+    )
 }
 
 /// A job is visible to its requester, the server's owner, and admins. Jobs
 /// outlive purged servers, so the requester is checked first.
-pub async fn get_job(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<String>) -> Reply {
-    let id: vsfleet_contract::JobId = id.parse().map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id (a UUID)")))?;
-    let job = jobs::get(&state.db, &id.to_string()).await?.ok_or(ApiError::NotFound("job"))?;
+pub async fn get_job(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Reply {
+    let id: vsfleet_contract::JobId = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id (a UUID)")))?;
+    let job = jobs::get(&state.db, &id.to_string())
+        .await?
+        .ok_or(ApiError::NotFound("job"))?;
     let visible = user.is_admin
         || job.requested_by == Some(user.id)
-        || servers::get(&state.db, job.server_id).await?.is_some_and(|s| s.owner_id == user.id);
+        || servers::get(&state.db, job.server_id)
+            .await?
+            .is_some_and(|s| s.owner_id == user.id);
     if !visible {
         return Err(ApiError::NotFound("job"));
     }
