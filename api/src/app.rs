@@ -1,21 +1,24 @@
 //! Building and running the api: database, NATS, the HTTP server, the
-//! outbox and the events consumer, all stopped by one shutdown signal.
+//! outbox, the events recorder, the schedule handler and the monitor sink,
+//! all stopped by one shutdown signal.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, consumer::PullConsumer, kv};
+use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::Settings;
+use vsfleet_contract::{SeenContainer, Settings};
 
 use crate::db::{self, Db};
 use crate::dispatch::Dispatcher;
-use crate::{events, http};
+use crate::{events, http, monitor, schedule};
 
-/// What every handler can reach.
+/// What every handler and background task can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
@@ -23,12 +26,24 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub hosts: kv::Store,
     pub settings: Arc<Settings>,
+    /// The last sync of each host, for `GET /v1/hosts`.
+    pub syncs: Arc<Mutex<HashMap<String, HostSync>>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostSync {
+    pub at: DateTime<Utc>,
+    pub containers: usize,
+    pub changed: usize,
+    pub orphans: Vec<SeenContainer>,
 }
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    events: jetstream::consumer::PullConsumer,
+    events: PullConsumer,
+    schedule: PullConsumer,
+    monitor: async_nats::Subscriber,
 }
 
 impl Application {
@@ -41,30 +56,26 @@ impl Application {
         let js = jetstream::new(nats.clone());
         let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
         let events = events::consumer(&objects.events, &settings).await?;
-        let dispatcher = Dispatcher::new(
-            js,
-            settings.subjects(),
-            settings.nats.publish_timeout(),
-            db.clone(),
-        );
+        let schedule = schedule::consumer(&objects.schedule, &settings).await?;
+        let subjects = settings.subjects();
+        let monitor = nats
+            .queue_subscribe(subjects.monitor_wildcard(), "api".to_owned())
+            .await
+            .context("subscribing to monitor snapshots")?;
+        let dispatcher = Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone());
         let state = AppState {
             db,
             nats,
             dispatcher,
             hosts: objects.hosts,
             settings: Arc::new(settings),
+            syncs: Arc::default(),
         };
-        Ok(Self {
-            listener,
-            state,
-            events,
-        })
+        Ok(Self { listener, state, events, schedule, monitor })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -73,21 +84,14 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then drains open requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            state,
-            events,
-        } = self;
-        let outbox = tokio::spawn(state.dispatcher.clone().run_outbox(
-            Duration::from_millis(state.settings.api.outbox_interval_ms),
-            shutdown.clone(),
-        ));
-        let recorder = tokio::spawn(events::run(
-            events,
-            state.db.clone(),
-            state.settings.retention(),
-            shutdown.clone(),
-        ));
+        let Application { listener, state, events, schedule, monitor } = self;
+        let outbox_every = Duration::from_millis(state.settings.api.outbox_interval_ms);
+        let background = [
+            tokio::spawn(state.dispatcher.clone().run_outbox(outbox_every, shutdown.clone())),
+            tokio::spawn(events::run(events, state.clone(), shutdown.clone())),
+            tokio::spawn(schedule::run(schedule, state.clone(), shutdown.clone())),
+            tokio::spawn(monitor::run(monitor, state.db.clone(), shutdown.clone())),
+        ];
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let stop = shutdown.clone();
         axum::serve(listener, http::router(state.clone()))
@@ -95,7 +99,9 @@ impl Application {
             .await
             .context("http server")?;
         shutdown.cancel();
-        let _ = tokio::join!(outbox, recorder);
+        for task in background {
+            let _ = task.await;
+        }
         state.db.close().await;
         Ok(())
     }

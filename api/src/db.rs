@@ -30,10 +30,7 @@ pub async fn open(url: &str) -> anyhow::Result<Db> {
 }
 
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    sqlx::migrate!("../migrations")
-        .run(db)
-        .await
-        .context("applying migrations")
+    sqlx::migrate!("../migrations").run(db).await.context("applying migrations")
 }
 
 pub async fn begin_write(db: &Db) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {

@@ -40,27 +40,17 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(js: jetstream::Context, subjects: Subjects, timeout: Duration, db: Db) -> Self {
-        Self {
-            js,
-            subjects,
-            timeout,
-            db,
-        }
+        Self { js, subjects, timeout, db }
     }
 
     /// Publishes a committed job and waits for JetStream to store it.
     pub async fn publish(&self, job: &Job) -> Result<(), DispatchError> {
-        let action = job
-            .action()
-            .ok_or_else(|| DispatchError::BadRow(job.action.clone()))?;
+        let action = job.action().ok_or_else(|| DispatchError::BadRow(job.action.clone()))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, job.id.as_str());
         let subject = self.subjects.job(&job.host, action);
         let publish = async {
-            let ack = self
-                .js
-                .publish_with_headers(subject, headers, Bytes::from(job.payload.clone()))
-                .await?;
+            let ack = self.js.publish_with_headers(subject, headers, Bytes::from(job.payload.clone())).await?;
             ack.await
         };
         match tokio::time::timeout(self.timeout, publish).await {
@@ -85,25 +75,20 @@ impl Dispatcher {
             let pending = match jobs::unpublished(&self.db, before, 200).await {
                 Ok(pending) => pending,
                 Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "outbox: reading unpublished jobs"
-                    );
+                    tracing::warn!(error = format!("{error:#}"), "outbox: reading unpublished jobs");
                     continue;
                 }
             };
             for job in pending {
-                let span = tracing::info_span!("outbox", job_id = %job.id, server_id = job.server_id, action = %job.action);
+                let span =
+                    tracing::info_span!("outbox", job_id = %job.id, server_id = job.server_id, action = %job.action);
                 let _guard = span.enter();
                 match self.publish(&job).await {
                     Ok(()) => {
                         tracing::info!("outbox: published job that had not been acknowledged")
                     }
                     Err(error) => {
-                        tracing::warn!(
-                            error = format!("{error:#}"),
-                            "outbox: publish failed; will retry"
-                        );
+                        tracing::warn!(error = format!("{error:#}"), "outbox: publish failed; will retry");
                         // NATS is likely down: the rest would fail the same way.
                         break;
                     }

@@ -24,10 +24,7 @@ pub enum ApiError {
     NotFound(&'static str),
     /// 409: the server's state does not allow the action.
     #[error("{action} is not allowed while the server is {status}")]
-    InvalidTransition {
-        action: &'static str,
-        status: ServerStatus,
-    },
+    InvalidTransition { action: &'static str, status: ServerStatus },
     /// 409: another job for the server has not finished.
     #[error("job {0} for this server is still in flight; wait for it to finish")]
     JobInFlight(JobId),
@@ -65,10 +62,7 @@ impl ApiError {
     }
 
     pub fn invalid(code: &'static str, message: impl ToString) -> Self {
-        ApiError::Invalid {
-            code,
-            message: message.to_string(),
-        }
+        ApiError::Invalid { code, message: message.to_string() }
     }
 }
 

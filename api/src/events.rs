@@ -1,7 +1,11 @@
 //! Consuming workers' events and recording them: job phases into `jobs`,
-//! what the host looked like into `servers`. Applying an event twice changes
-//! nothing (a finished job ignores later events), so redelivery is harmless.
+//! what the host looked like into `servers`, drift seen in Docker's event
+//! stream, and whole-host inventories (reconciled by [`crate::reconcile`]).
+//! Applying an event twice changes nothing (a finished job ignores later
+//! events; drift and inventories are states, not deltas), so redelivery is
+//! harmless.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -9,11 +13,16 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{Action, JobEvent, JobPhase, JobStatus, Observation, ServerStatus};
+use vsfleet_contract::{
+    Action, ContainerState, Inventory, JobEvent, JobPhase, JobStatus, Observation, Observed, ServerStatus,
+};
 
+use crate::app::{AppState, HostSync};
 use crate::db::{Db, begin_write};
+use crate::error::ApiError;
 use crate::jobs::{self, NewJob};
-use crate::servers;
+use crate::reconcile::{self, HostInventory};
+use crate::{lifecycle, servers};
 
 pub async fn consumer(
     events: &jetstream::stream::Stream,
@@ -37,20 +46,14 @@ pub async fn consumer(
 }
 
 /// Records events until shut down, reopening the message stream after errors.
-pub async fn run(
-    consumer: PullConsumer,
-    db: Db,
-    retention: chrono::Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn run(consumer: PullConsumer, state: AppState, shutdown: CancellationToken) {
+    let subjects = state.settings.subjects();
+    let mut partial: HashMap<uuid::Uuid, Vec<Inventory>> = HashMap::new();
     loop {
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "events: cannot pull; retrying"
-                );
+                tracing::warn!(error = format!("{error:#}"), "events: cannot pull; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -70,34 +73,126 @@ pub async fn run(
                 }
                 None => break,
             };
-            let event: JobEvent = match serde_json::from_slice(&message.payload) {
-                Ok(e) => e,
-                Err(error) => {
-                    tracing::error!(subject = %message.subject, %error, "events: unreadable event dropped");
-                    let _ = message.ack_with(AckKind::Term).await;
-                    continue;
-                }
-            };
-            let span = tracing::info_span!("event", job_id = %event.job_id, server_id = %event.server_id, action = %event.action);
-            let outcome = {
-                let _guard = span.enter();
-                tracing::debug!(phase = ?event.phase, "recording event");
-                apply(&db, &event, retention).await
+            let outcome = match subjects.event_kind(&message.subject) {
+                Some("job") => match parse::<JobEvent>(&message.payload) {
+                    Ok(event) => {
+                        let span = tracing::info_span!("event", job_id = %event.job_id, server_id = %event.server_id, action = %event.action);
+                        let _guard = span.enter();
+                        apply(&state.db, &event, state.settings.retention()).await.map_err(Fault::Retry)
+                    }
+                    Err(fault) => Err(fault),
+                },
+                Some("observed") => match parse::<Observed>(&message.payload) {
+                    Ok(seen) => apply_observed(&state.db, &seen).await.map_err(Fault::Retry),
+                    Err(fault) => Err(fault),
+                },
+                Some("inventory") => match parse::<Inventory>(&message.payload) {
+                    Ok(part) => match assemble(&mut partial, part) {
+                        Some((host, whole)) => sync(&state, &host, &whole).await.map_err(Fault::Retry),
+                        None => Ok(()),
+                    },
+                    Err(fault) => Err(fault),
+                },
+                _ => Err(Fault::Unreadable("unknown event kind".into())),
             };
             let ack = match outcome {
                 Ok(()) => message.ack().await,
-                Err(error) => {
-                    tracing::warn!(parent: &span, error = format!("{error:#}"), "events: recording failed; redelivery in 1s");
-                    message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await
+                Err(Fault::Unreadable(why)) => {
+                    tracing::error!(subject = %message.subject, why, "events: unreadable event dropped");
+                    message.ack_with(AckKind::Term).await
+                }
+                Err(Fault::Retry(error)) => {
+                    tracing::warn!(subject = %message.subject, error = format!("{error:#}"), "events: recording failed; redelivery in 1s");
+                    message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
                 }
             };
             if let Err(error) = ack {
-                tracing::warn!(parent: &span, %error, "events: ack failed; the event will be redelivered");
+                tracing::warn!(%error, "events: ack failed; the event will be redelivered");
             }
         }
     }
+}
+
+/// Why an event was not recorded.
+enum Fault {
+    /// No retry can help.
+    Unreadable(String),
+    /// The database refused; try again.
+    Retry(anyhow::Error),
+}
+
+fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Fault> {
+    serde_json::from_slice(payload).map_err(|e| Fault::Unreadable(e.to_string()))
+}
+
+/// Collects an inventory's parts; returns the whole once the last arrived.
+fn assemble(partial: &mut HashMap<uuid::Uuid, Vec<Inventory>>, part: Inventory) -> Option<(String, HostInventory)> {
+    let (id, parts) = (part.sync_id, part.parts as usize);
+    let got = partial.entry(id).or_default();
+    if !got.iter().any(|p| p.part == part.part) {
+        got.push(part);
+    }
+    // Parts of syncs that never complete (a worker died mid-way) are dropped
+    // once a newer sync of the same host completes, below.
+    if got.len() < parts {
+        return None;
+    }
+    let got = partial.remove(&id)?;
+    let host = got[0].host.clone();
+    partial.retain(|_, v| v.first().is_none_or(|p| p.host != host));
+    let mut whole = HostInventory { at: got[0].at, ..Default::default() };
+    for p in got {
+        whole.containers.extend(p.containers);
+        whole.data_dirs.extend(p.data_dirs);
+    }
+    Some((host, whole))
+}
+
+/// Reconciles a host, then deals with its orphans: reported always, removed
+/// (when stopped, never their data) only when `api.remove_orphans` says so.
+async fn sync(state: &AppState, host: &str, inventory: &HostInventory) -> anyhow::Result<()> {
+    let plan = reconcile::apply(&state.db, host, inventory).await?;
+    for orphan in &plan.orphans {
+        tracing::warn!(host, server_id = %orphan.server_id, container = orphan.container_id, state = ?orphan.state, "orphan container: labelled for this host, no live server");
+        if state.settings.api.remove_orphans && orphan.state != ContainerState::Running {
+            match lifecycle::reap(state, host, orphan.server_id).await {
+                Ok(_) | Err(ApiError::JobInFlight(_)) => {}
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot request orphan removal"),
+            }
+        }
+    }
+    let summary = HostSync {
+        at: inventory.at,
+        containers: inventory.containers.len(),
+        orphans: plan.orphans,
+        changed: plan.changes.len(),
+    };
+    state.syncs.lock().expect("not poisoned").insert(host.to_owned(), summary);
+    Ok(())
+}
+
+/// Drift seen in Docker's event stream: the server follows its container,
+/// unless a job is in flight (the job will say) or it is in a state only a
+/// job may leave.
+pub async fn apply_observed(db: &Db, seen: &Observed) -> anyhow::Result<()> {
+    let mut tx = begin_write(db).await?;
+    let id = seen.server_id.as_i64();
+    let Some(server) = servers::get(&mut *tx, id).await? else { return Ok(()) };
+    if server.host != seen.host || jobs::in_flight(&mut *tx, id).await?.is_some() {
+        return Ok(());
+    }
+    let Some(status) = server.status().drifted(seen.observed.container) else { return Ok(()) };
+    sqlx::query("UPDATE servers SET status = ?, container_id = ?, data_exists = ?, updated_at = ? WHERE id = ?")
+        .bind(status.as_str())
+        .bind(&seen.observed.container_id)
+        .bind(seen.observed.data_exists)
+        .bind(Utc::now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(server_id = id, cause = seen.cause, %status, "drift recorded");
+    Ok(())
 }
 
 /// Records one event in one transaction.
@@ -143,23 +238,13 @@ pub async fn apply(db: &Db, ev: &JobEvent, retention: chrono::Duration) -> anyho
             .execute(&mut *tx)
             .await?;
         }
-        JobPhase::Succeeded { observed } => {
-            finish(&mut tx, ev, JobStatus::Succeeded, None).await?;
+        JobPhase::Succeeded { observed, detail } => {
+            finish(&mut tx, ev, JobStatus::Succeeded, None, detail.as_ref()).await?;
             record_server(&mut tx, ev, true, Some(observed), None, retention).await?;
         }
-        JobPhase::Failed {
-            error, observed, ..
-        } => {
-            finish(&mut tx, ev, JobStatus::Failed, Some(error)).await?;
-            record_server(
-                &mut tx,
-                ev,
-                false,
-                observed.as_ref(),
-                Some(error),
-                retention,
-            )
-            .await?;
+        JobPhase::Failed { error, observed, .. } => {
+            finish(&mut tx, ev, JobStatus::Failed, Some(error), None).await?;
+            record_server(&mut tx, ev, false, observed.as_ref(), Some(error), retention).await?;
         }
     }
     tx.commit().await?;
@@ -171,13 +256,15 @@ async fn finish(
     ev: &JobEvent,
     status: JobStatus,
     error: Option<&str>,
+    result: Option<&serde_json::Value>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE jobs SET status = ?, error = ?, attempts = MAX(attempts, ?), finished_at = ?,
+        "UPDATE jobs SET status = ?, error = ?, result = ?, attempts = MAX(attempts, ?), finished_at = ?,
          started_at = COALESCE(started_at, ?), published_at = COALESCE(published_at, ?) WHERE id = ?",
     )
     .bind(status.as_str())
     .bind(error)
+    .bind(result.map(sqlx::types::Json))
     .bind(ev.attempt as i64)
     .bind(ev.at)
     .bind(ev.at)
@@ -217,24 +304,21 @@ async fn record_server(
             other => other,
         }),
     };
+    if matches!(next, None | Some(ServerStatus::Deleted)) {
+        // Seed 000 §5.2: a deleted server's inner containers go with it.
+        sqlx::query("DELETE FROM server_containers WHERE server_id = ?").bind(server.id).execute(&mut *tx).await?;
+    }
     let Some(status) = next else {
-        sqlx::query("DELETE FROM servers WHERE id = ?")
-            .bind(server.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM servers WHERE id = ?").bind(server.id).execute(&mut *tx).await?;
         tracing::info!("server purged");
         return Ok(());
     };
-    let (deleted_at, purge_after): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        if status == ServerStatus::Deleted {
-            let deleted_at = server.deleted_at.unwrap_or(ev.at);
-            (
-                Some(deleted_at),
-                Some(server.purge_after.unwrap_or(deleted_at + retention)),
-            )
-        } else {
-            (None, None)
-        };
+    let (deleted_at, purge_after): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = if status == ServerStatus::Deleted {
+        let deleted_at = server.deleted_at.unwrap_or(ev.at);
+        (Some(deleted_at), Some(server.purge_after.unwrap_or(deleted_at + retention)))
+    } else {
+        (None, None)
+    };
     sqlx::query(
         "UPDATE servers SET status = ?, container_id = ?, data_exists = ?, last_error = ?, deleted_at = ?, purge_after = ?, updated_at = ?
          WHERE id = ?",

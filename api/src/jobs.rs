@@ -14,10 +14,12 @@ pub struct Job {
     pub action: String,
     pub host: String,
     pub status: String,
-    /// `api` or `nats` (published by hand).
+    /// `api`, `scheduler`, or `nats` (published by hand).
     pub origin: String,
     pub attempts: i64,
     pub error: Option<String>,
+    /// What the action produced (cleanup: the space reclaimed).
+    pub result: Option<sqlx::types::Json<serde_json::Value>>,
     #[serde(skip)]
     pub payload: String,
     pub requested_by: Option<i64>,
@@ -75,20 +77,19 @@ pub async fn get<'e, E>(db: E, id: &str) -> Result<Option<Job>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as("SELECT * FROM jobs WHERE id = ?").bind(id).fetch_optional(db).await
 }
 
 pub async fn in_flight<'e, E>(db: E, server_id: i64) -> Result<Option<Job>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query_as("SELECT * FROM jobs WHERE server_id = ? AND status IN ('queued', 'running') ORDER BY created_at LIMIT 1")
-        .bind(server_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(
+        "SELECT * FROM jobs WHERE server_id = ? AND status IN ('queued', 'running') ORDER BY created_at LIMIT 1",
+    )
+    .bind(server_id)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn for_server<'e, E>(db: E, server_id: i64) -> Result<Vec<Job>, sqlx::Error>
@@ -115,11 +116,7 @@ where
 
 /// Queued jobs JetStream has not acknowledged, oldest first, created before
 /// `before` (younger ones are still being published by their request).
-pub async fn unpublished<'e, E>(
-    db: E,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<Job>, sqlx::Error>
+pub async fn unpublished<'e, E>(db: E, before: DateTime<Utc>, limit: i64) -> Result<Vec<Job>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {

@@ -4,7 +4,10 @@
 //! - [`http`]: routes, extractors and handlers (thin).
 //! - [`lifecycle`]: the rules: ownership, state checks, job row plus state change in one transaction.
 //! - [`dispatch`]: publishing jobs to JetStream and the outbox that republishes unacknowledged ones.
-//! - [`events`]: recording the workers' events into jobs and servers.
+//! - [`events`]: recording the workers' events: job phases, drift, inventories.
+//! - [`reconcile`]: a host's inventory against the database (the periodic sync).
+//! - [`schedule`]: the api's periodic jobs: stale-row cleanup and auto-purge.
+//! - [`monitor`]: the containers inside each running server.
 //! - [`hosts`]: which worker hosts are alive.
 //! - [`db`], [`servers`], [`jobs`], [`users`]: the database and its rows.
 //! - [`error`]: the one HTTP error type.
@@ -18,6 +21,9 @@ pub mod hosts;
 pub mod http;
 pub mod jobs;
 pub mod lifecycle;
+pub mod monitor;
+pub mod reconcile;
+pub mod schedule;
 pub mod servers;
 pub mod users;
 

@@ -3,7 +3,7 @@
 
 use async_nats::connection::State as NatsState;
 use chrono::Utc;
-use vsfleet_contract::{Action, JobId, JobRequest, JobStatus, ServerName, ServerSpec};
+use vsfleet_contract::{Action, JobId, JobRequest, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
 
 use crate::app::AppState;
 use crate::db::begin_write;
@@ -11,6 +11,38 @@ use crate::error::ApiError;
 use crate::jobs::{self, Job, NewJob};
 use crate::servers::{self, NewServer, Server};
 use crate::{hosts, users::User};
+
+/// Who asks for a job.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// A user through the API: sees their own servers, or all as admin.
+    User(&'a User),
+    /// vsfleet itself (auto-purge, orphan removal): sees every server.
+    Scheduler,
+}
+
+impl Actor<'_> {
+    fn origin(self) -> &'static str {
+        match self {
+            Actor::User(_) => "api",
+            Actor::Scheduler => "scheduler",
+        }
+    }
+
+    fn user_id(self) -> Option<i64> {
+        match self {
+            Actor::User(user) => Some(user.id),
+            Actor::Scheduler => None,
+        }
+    }
+
+    async fn server(self, conn: &mut sqlx::SqliteConnection, id: i64) -> Result<Server, ApiError> {
+        match self {
+            Actor::User(user) => servers::get_visible(conn, user, id).await,
+            Actor::Scheduler => servers::get(conn, id).await?.ok_or(ApiError::NotFound("server")),
+        }
+    }
+}
 
 /// Refuses before anything is written when the broker is unreachable: the
 /// outbox would deliver the job later, but an operator expects a request
@@ -21,9 +53,7 @@ fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Unavailable {
             code: "broker_unavailable",
-            message:
-                "the job broker (NATS) is unreachable; nothing was accepted, try again shortly"
-                    .into(),
+            message: "the job broker (NATS) is unreachable; nothing was accepted, try again shortly".into(),
         })
     }
 }
@@ -31,96 +61,80 @@ fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
 /// The live host with the fewest servers.
 async fn place(state: &AppState) -> Result<String, ApiError> {
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
-    let alive = hosts::alive(&state.hosts, max_age)
-        .await
-        .map_err(|e| ApiError::Unavailable {
-            code: "broker_unavailable",
-            message: format!("cannot read the live hosts from NATS: {e}"),
-        })?;
+    let alive = hosts::alive(&state.hosts, max_age).await.map_err(|e| ApiError::Unavailable {
+        code: "broker_unavailable",
+        message: format!("cannot read the live hosts from NATS: {e}"),
+    })?;
     let load = servers::load_by_host(&state.db).await?;
     let count = |host: &str| load.iter().find(|(h, _)| h == host).map_or(0, |(_, n)| *n);
-    alive
-        .into_iter()
-        .min_by_key(|h| count(h))
-        .ok_or_else(|| ApiError::Unavailable {
-            code: "no_host_available",
-            message: "no worker host is alive to place the server on".into(),
-        })
+    alive.into_iter().min_by_key(|h| count(h)).ok_or_else(|| ApiError::Unavailable {
+        code: "no_host_available",
+        message: "no worker host is alive to place the server on".into(),
+    })
 }
 
-pub async fn create(
-    state: &AppState,
-    user: &User,
-    name: &str,
-    spec: ServerSpec,
-) -> Result<(Server, Job), ApiError> {
+pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec) -> Result<(Server, Job), ApiError> {
     let name = ServerName::parse(name).map_err(|e| ApiError::invalid("invalid_name", e))?;
-    spec.validate()
-        .map_err(|e| ApiError::invalid("invalid_spec", e))?;
+    spec.validate().map_err(|e| ApiError::invalid("invalid_spec", e))?;
     ensure_broker(state)?;
     let host = place(state).await?;
 
     let mut tx = begin_write(&state.db).await?;
-    let server = servers::insert(
-        &mut tx,
-        NewServer {
-            owner_id: user.id,
-            name: name.as_str(),
-            host: &host,
-            spec: &spec,
-        },
-    )
-    .await?;
-    let job = insert_job(&mut tx, user, &server, Action::Create).await?;
+    let server =
+        servers::insert(&mut tx, NewServer { owner_id: user.id, name: name.as_str(), host: &host, spec: &spec })
+            .await?;
+    let job =
+        insert_job(&mut tx, Actor::User(user), server.id, &server.host, Action::Create, Some(server.spec())).await?;
     tx.commit().await?;
     tracing::info!(server_id = server.id, job_id = %job.id, host, "server accepted for creation");
     publish(state, &job).await;
     Ok((server, job))
 }
 
-/// Accepts `action` on a server the user may act on.
-pub async fn request(
-    state: &AppState,
-    user: &User,
-    server_id: i64,
-    action: Action,
-) -> Result<Job, ApiError> {
+/// Accepts `action` on a server the actor may act on.
+pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
     ensure_broker(state)?;
     let mut tx = begin_write(&state.db).await?;
-    let server = servers::get_visible(&mut *tx, user, server_id).await?;
+    let server = actor.server(&mut tx, server_id).await?;
     if let Some(busy) = jobs::in_flight(&mut *tx, server_id).await? {
         return Err(ApiError::JobInFlight(busy.job_id()));
     }
     if !action.allowed_from(server.status()) {
-        return Err(ApiError::InvalidTransition {
-            action: action.as_str(),
-            status: server.status(),
-        });
+        return Err(ApiError::InvalidTransition { action: action.as_str(), status: server.status() });
     }
-    let job = insert_job(&mut tx, user, &server, action).await?;
+    // Create, start and restart may build the container, so they carry the spec.
+    let spec = matches!(action, Action::Start | Action::Restart).then(|| server.spec());
+    let job = insert_job(&mut tx, actor, server_id, &server.host, action, spec).await?;
     if let Some(status) = action.in_flight_status() {
         servers::set_status(&mut tx, server_id, status).await?;
     }
     tx.commit().await?;
-    tracing::info!(server_id, job_id = %job.id, %action, "job accepted");
+    tracing::info!(server_id, job_id = %job.id, %action, origin = actor.origin(), "job accepted");
     publish(state, &job).await;
     Ok(job)
 }
 
-pub async fn rename(
-    state: &AppState,
-    user: &User,
-    server_id: i64,
-    name: &str,
-) -> Result<Server, ApiError> {
+/// Asks `host` to remove the stopped containers of a server that has no
+/// live row (an orphan). No state check: there is no state to check.
+pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<Job, ApiError> {
+    ensure_broker(state)?;
+    let mut tx = begin_write(&state.db).await?;
+    if let Some(busy) = jobs::in_flight(&mut *tx, server_id.as_i64()).await? {
+        return Err(ApiError::JobInFlight(busy.job_id()));
+    }
+    let job = insert_job(&mut tx, Actor::Scheduler, server_id.as_i64(), host, Action::Reap, None).await?;
+    tx.commit().await?;
+    tracing::warn!(%server_id, host, job_id = %job.id, "removing an orphan container");
+    publish(state, &job).await;
+    Ok(job)
+}
+
+pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -> Result<Server, ApiError> {
     let name = ServerName::parse(name).map_err(|e| ApiError::invalid("invalid_name", e))?;
     let mut tx = begin_write(&state.db).await?;
     let server = servers::get_visible(&mut *tx, user, server_id).await?;
-    if server.status() == vsfleet_contract::ServerStatus::Deleted {
-        return Err(ApiError::InvalidTransition {
-            action: "rename",
-            status: server.status(),
-        });
+    if server.status() == ServerStatus::Deleted {
+        return Err(ApiError::InvalidTransition { action: "rename", status: server.status() });
     }
     let server = servers::rename(&mut tx, server_id, name.as_str()).await?;
     tx.commit().await?;
@@ -129,36 +143,35 @@ pub async fn rename(
 
 async fn insert_job(
     conn: &mut sqlx::SqliteConnection,
-    user: &User,
-    server: &Server,
+    actor: Actor<'_>,
+    server_id: i64,
+    host: &str,
     action: Action,
+    spec: Option<ServerSpec>,
 ) -> Result<Job, ApiError> {
     let id = JobId::new();
-    // Create, start and restart may build the container, so they carry the spec.
-    let spec =
-        matches!(action, Action::Create | Action::Start | Action::Restart).then(|| server.spec());
     let payload = serde_json::to_string(&JobRequest {
-        server_id: vsfleet_contract::ServerId::new(server.id).map_err(anyhow::Error::from)?,
+        server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?,
         job_id: Some(id),
         spec,
     })
     .map_err(anyhow::Error::from)?;
     let new = NewJob {
         id,
-        server_id: server.id,
+        server_id,
         action,
-        host: &server.host,
+        host,
         status: JobStatus::Queued,
-        origin: "api",
+        origin: actor.origin(),
         payload: &payload,
-        requested_by: Some(user.id),
+        requested_by: actor.user_id(),
         created_at: Utc::now(),
     };
     match jobs::insert(conn, new).await {
         Ok(job) => Ok(job),
         // The partial unique index: another request won the race.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            let busy = jobs::in_flight(&mut *conn, server.id).await?;
+            let busy = jobs::in_flight(&mut *conn, server_id).await?;
             Err(busy.map_or_else(
                 || ApiError::Internal(anyhow::anyhow!("unique violation without an in-flight job")),
                 |j| ApiError::JobInFlight(j.job_id()),

@@ -63,18 +63,11 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied to {}", settings.database.url);
             Ok(())
         }
-        Command::User {
-            command: UserCommand::Create { email, admin },
-        } => {
+        Command::User { command: UserCommand::Create { email, admin } } => {
             let db = db::open(&settings.database.url).await?;
             db::migrate(&db).await?;
             let (user, token) = users::create(&db, &email, admin).await?;
-            eprintln!(
-                "created user {} ({}){}",
-                user.id,
-                user.email,
-                if admin { " as admin" } else { "" }
-            );
+            eprintln!("created user {} ({}){}", user.id, user.email, if admin { " as admin" } else { "" });
             println!("{token}");
             Ok(())
         }
@@ -82,8 +75,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

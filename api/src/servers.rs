@@ -34,10 +34,7 @@ impl Server {
     }
 
     pub fn spec(&self) -> ServerSpec {
-        ServerSpec {
-            cpus: self.cpus,
-            memory_mb: self.memory_mb.map(|m| m as u64),
-        }
+        ServerSpec { cpus: self.cpus, memory_mb: self.memory_mb.map(|m| m as u64) }
     }
 
     pub fn visible_to(&self, user: &User) -> bool {
@@ -49,10 +46,7 @@ pub async fn get<'e, E>(db: E, id: i64) -> Result<Option<Server>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query_as("SELECT * FROM servers WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as("SELECT * FROM servers WHERE id = ?").bind(id).fetch_optional(db).await
 }
 
 /// The server if `user` may see it; someone else's server is "not found".
@@ -66,22 +60,16 @@ where
     }
 }
 
-pub async fn list<'e, E>(
-    db: E,
-    user: &User,
-    include_deleted: bool,
-) -> Result<Vec<Server>, sqlx::Error>
+pub async fn list<'e, E>(db: E, user: &User, include_deleted: bool) -> Result<Vec<Server>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query_as(
-        "SELECT * FROM servers WHERE (? OR owner_id = ?) AND (? OR status != 'deleted') ORDER BY id",
-    )
-    .bind(user.is_admin)
-    .bind(user.id)
-    .bind(include_deleted)
-    .fetch_all(db)
-    .await
+    sqlx::query_as("SELECT * FROM servers WHERE (? OR owner_id = ?) AND (? OR status != 'deleted') ORDER BY id")
+        .bind(user.is_admin)
+        .bind(user.id)
+        .bind(include_deleted)
+        .fetch_all(db)
+        .await
 }
 
 pub struct NewServer<'a> {
@@ -91,10 +79,7 @@ pub struct NewServer<'a> {
     pub spec: &'a ServerSpec,
 }
 
-pub async fn insert(
-    conn: &mut SqliteConnection,
-    new: NewServer<'_>,
-) -> Result<Server, sqlx::Error> {
+pub async fn insert(conn: &mut SqliteConnection, new: NewServer<'_>) -> Result<Server, sqlx::Error> {
     let now = Utc::now();
     sqlx::query_as(
         "INSERT INTO servers (owner_id, name, host, status, cpus, memory_mb, created_at, updated_at)
@@ -112,11 +97,7 @@ pub async fn insert(
     .await
 }
 
-pub async fn set_status(
-    conn: &mut SqliteConnection,
-    id: i64,
-    status: ServerStatus,
-) -> Result<(), sqlx::Error> {
+pub async fn set_status(conn: &mut SqliteConnection, id: i64, status: ServerStatus) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE servers SET status = ?, updated_at = ? WHERE id = ?")
         .bind(status.as_str())
         .bind(Utc::now())
@@ -126,11 +107,7 @@ pub async fn set_status(
     Ok(())
 }
 
-pub async fn rename(
-    conn: &mut SqliteConnection,
-    id: i64,
-    name: &str,
-) -> Result<Server, sqlx::Error> {
+pub async fn rename(conn: &mut SqliteConnection, id: i64, name: &str) -> Result<Server, sqlx::Error> {
     sqlx::query_as("UPDATE servers SET name = ?, updated_at = ? WHERE id = ? RETURNING *")
         .bind(name)
         .bind(Utc::now())
@@ -144,7 +121,5 @@ pub async fn load_by_host<'e, E>(db: E) -> Result<Vec<(String, i64)>, sqlx::Erro
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query_as("SELECT host, COUNT(*) FROM servers WHERE status != 'deleted' GROUP BY host")
-        .fetch_all(db)
-        .await
+    sqlx::query_as("SELECT host, COUNT(*) FROM servers WHERE status != 'deleted' GROUP BY host").fetch_all(db).await
 }

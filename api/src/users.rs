@@ -25,18 +25,17 @@ fn new_token() -> String {
 /// Creates a user with a first token and returns both.
 pub async fn create(db: &Db, email: &str, is_admin: bool) -> anyhow::Result<(User, String)> {
     let email = email.trim();
-    anyhow::ensure!(
-        email.contains('@') && email.len() <= 254,
-        "{email:?} is not an email address"
-    );
+    anyhow::ensure!(email.contains('@') && email.len() <= 254, "{email:?} is not an email address");
     let mut tx = db.begin().await?;
-    let user: User = sqlx::query_as("INSERT INTO users (email, is_admin, created_at) VALUES (?, ?, ?) RETURNING id, email, is_admin")
-        .bind(email)
-        .bind(is_admin)
-        .bind(Utc::now())
-        .fetch_one(&mut *tx)
-        .await
-        .with_context(|| format!("creating user {email} (does it exist already?)"))?;
+    let user: User = sqlx::query_as(
+        "INSERT INTO users (email, is_admin, created_at) VALUES (?, ?, ?) RETURNING id, email, is_admin",
+    )
+    .bind(email)
+    .bind(is_admin)
+    .bind(Utc::now())
+    .fetch_one(&mut *tx)
+    .await
+    .with_context(|| format!("creating user {email} (does it exist already?)"))?;
     let token = new_token();
     sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?, ?, ?)")
         .bind(user.id)

@@ -1,5 +1,7 @@
-//! What workers report, as JSON on `{prefix}.events.{host}.job` (JetStream,
-//! durable) and in the `{prefix}_hosts` KV bucket (presence).
+//! What workers report: job phases on `{prefix}.events.{host}.job`, drift
+//! on `.observed`, inventories on `.inventory` (JetStream, durable); inner
+//! containers on `{prefix}.monitor.{host}` (core NATS: a lost snapshot is
+//! replaced by the next); presence in the `{prefix}_hosts` KV bucket.
 //!
 //! ```text
 //! {"job_id": "…", "server_id": 42, "action": "stop", "host": "h1", "attempt": 1,
@@ -32,6 +34,10 @@ pub enum JobPhase {
     Started,
     Succeeded {
         observed: Observation,
+        /// What the action produced, for actions that produce something
+        /// (cleanup: the space reclaimed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<serde_json::Value>,
     },
     Failed {
         error: String,
@@ -63,6 +69,65 @@ pub enum ContainerState {
     Absent,
 }
 
+/// A change Docker reported for a managed container (start, die, stop,
+/// destroy, oom), observed under the server's lock so it never races a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub server_id: ServerId,
+    pub host: String,
+    pub at: DateTime<Utc>,
+    /// The Docker event that prompted the look (`die`, `destroy`, …).
+    pub cause: String,
+    pub observed: Observation,
+}
+
+/// Everything one host has, in parts of bounded size (a host of thousands
+/// of servers would not fit in one NATS message). The api reconciles once
+/// all `parts` of a `sync_id` arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub host: String,
+    pub sync_id: uuid::Uuid,
+    pub part: u32,
+    pub parts: u32,
+    pub at: DateTime<Utc>,
+    /// Containers carrying our labels for this host.
+    pub containers: Vec<SeenContainer>,
+    /// Servers with a live data directory `data_root/{id}`.
+    pub data_dirs: Vec<ServerId>,
+    /// Servers with at least one archive `data_root/{id}-deleted-*`.
+    pub archives: Vec<ServerId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenContainer {
+    pub server_id: ServerId,
+    pub container_id: String,
+    pub state: ContainerState,
+}
+
+/// The containers inside one running server (seed 000 §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InnerContainers {
+    pub server_id: ServerId,
+    pub host: String,
+    pub at: DateTime<Utc>,
+    pub containers: Vec<InnerContainer>,
+}
+
+/// One line of `docker ps -a` inside a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InnerContainer {
+    pub id: String,
+    pub image: String,
+    pub names: String,
+    pub state: String,
+    pub status: String,
+    pub ports: String,
+    pub labels: String,
+    pub created: String,
+}
+
 /// A worker's entry in the hosts bucket, refreshed every heartbeat; the
 /// bucket's max age drops hosts that stop refreshing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,11 +151,7 @@ mod tests {
             host: "h".into(),
             attempt: 1,
             at: Utc::now(),
-            phase: JobPhase::Failed {
-                error: "boom".into(),
-                permanent: true,
-                observed: None,
-            },
+            phase: JobPhase::Failed { error: "boom".into(), permanent: true, observed: None },
         };
         let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["phase"], "failed");

@@ -18,11 +18,7 @@ pub struct InvalidServerId(pub String);
 
 impl ServerId {
     pub fn new(raw: i64) -> Result<Self, InvalidServerId> {
-        if raw > 0 {
-            Ok(Self(raw as u64))
-        } else {
-            Err(InvalidServerId(raw.to_string()))
-        }
+        if raw > 0 { Ok(Self(raw as u64)) } else { Err(InvalidServerId(raw.to_string())) }
     }
 
     pub fn get(self) -> u64 {
@@ -78,10 +74,7 @@ impl JobId {
     /// redelivery is recognised as the same job.
     pub fn for_message(stream: &str, stream_sequence: u64) -> Self {
         const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2f55_0c4e_4c1b_9a43_7a5e_51d0_f1ee);
-        Self(Uuid::new_v5(
-            &NAMESPACE,
-            format!("{stream}:{stream_sequence}").as_bytes(),
-        ))
+        Self(Uuid::new_v5(&NAMESPACE, format!("{stream}:{stream_sequence}").as_bytes()))
     }
 }
 
@@ -112,17 +105,7 @@ mod tests {
     #[test]
     fn server_ids_are_plain_positive_integers() {
         assert_eq!("42".parse::<ServerId>().unwrap().get(), 42);
-        for bad in [
-            "0",
-            "-1",
-            "+1",
-            " 1",
-            "1 ",
-            "",
-            "1e3",
-            "../1",
-            "99999999999999999999",
-        ] {
+        for bad in ["0", "-1", "+1", " 1", "1 ", "", "1e3", "../1", "99999999999999999999"] {
             assert!(bad.parse::<ServerId>().is_err(), "{bad:?} was accepted");
         }
         assert!(serde_json::from_str::<ServerId>("-5").is_err());
@@ -131,13 +114,7 @@ mod tests {
 
     #[test]
     fn a_message_without_an_id_gets_the_same_id_on_redelivery() {
-        assert_eq!(
-            JobId::for_message("vs_jobs", 9),
-            JobId::for_message("vs_jobs", 9)
-        );
-        assert_ne!(
-            JobId::for_message("vs_jobs", 9),
-            JobId::for_message("vs_jobs", 10)
-        );
+        assert_eq!(JobId::for_message("vs_jobs", 9), JobId::for_message("vs_jobs", 9));
+        assert_ne!(JobId::for_message("vs_jobs", 9), JobId::for_message("vs_jobs", 10));
     }
 }

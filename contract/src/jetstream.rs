@@ -39,6 +39,21 @@ pub fn events_stream(settings: &Settings) -> stream::Config {
     }
 }
 
+/// Periodic jobs. The dedup window covers the longest period, so scheduler
+/// replicas emit each period's job once; an hour of history is plenty.
+pub fn schedule_stream(settings: &Settings) -> stream::Config {
+    let subjects = settings.subjects();
+    stream::Config {
+        name: subjects.schedule_stream(),
+        subjects: vec![subjects.schedule_wildcard()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(3600),
+        duplicate_window: (settings.longest_schedule_period() * 2).max(Duration::from_secs(120)),
+        ..Default::default()
+    }
+}
+
 /// Live workers: each refreshes its key every heartbeat; entries older than
 /// three heartbeats expire, so a dead host drops out by itself.
 pub fn hosts_bucket(settings: &Settings) -> kv::Config {
@@ -70,6 +85,7 @@ pub enum SetupError {
 pub struct Objects {
     pub jobs: stream::Stream,
     pub events: stream::Stream,
+    pub schedule: stream::Stream,
     pub hosts: kv::Store,
 }
 
@@ -77,23 +93,15 @@ pub struct Objects {
 pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Objects, SetupError> {
     let get = |config: stream::Config| async move {
         let name = config.name.clone();
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|source| SetupError::Stream { name, source })
+        js.get_or_create_stream(config).await.map_err(|source| SetupError::Stream { name, source })
     };
     let jobs = get(jobs_stream(settings)).await?;
     let events = get(events_stream(settings)).await?;
+    let schedule = get(schedule_stream(settings)).await?;
     let bucket = hosts_bucket(settings);
     let name = bucket.bucket.clone();
-    let hosts = js
-        .create_key_value(bucket)
-        .await
-        .map_err(|source| SetupError::Bucket { name, source })?;
-    Ok(Objects {
-        jobs,
-        events,
-        hosts,
-    })
+    let hosts = js.create_key_value(bucket).await.map_err(|source| SetupError::Bucket { name, source })?;
+    Ok(Objects { jobs, events, schedule, hosts })
 }
 
 #[cfg(test)]
@@ -121,26 +129,18 @@ mod tests {
     #[test]
     fn the_cli_stream_definitions_match_the_code() {
         let settings = Settings::default();
-        assert_same(
-            &stream_file(include_str!("../../nats/jobs-stream.json")),
-            &jobs_stream(&settings),
-        );
-        assert_same(
-            &stream_file(include_str!("../../nats/events-stream.json")),
-            &events_stream(&settings),
-        );
+        assert_same(&stream_file(include_str!("../../nats/jobs-stream.json")), &jobs_stream(&settings));
+        assert_same(&stream_file(include_str!("../../nats/events-stream.json")), &events_stream(&settings));
     }
 
     #[test]
     fn the_cli_consumer_definitions_match_the_subjects() {
         let subjects = Settings::default().subjects();
-        let worker: serde_json::Value =
-            serde_json::from_str(include_str!("../../nats/worker-consumer.json")).unwrap();
+        let worker: serde_json::Value = serde_json::from_str(include_str!("../../nats/worker-consumer.json")).unwrap();
         assert_eq!(worker["durable_name"], subjects.worker_consumer("host1"));
         assert_eq!(worker["filter_subject"], subjects.host_jobs_filter("host1"));
         assert_eq!(worker["max_deliver"], Settings::default().nats.max_deliver);
-        let api: serde_json::Value =
-            serde_json::from_str(include_str!("../../nats/api-consumer.json")).unwrap();
+        let api: serde_json::Value = serde_json::from_str(include_str!("../../nats/api-consumer.json")).unwrap();
         assert_eq!(api["durable_name"], subjects.api_events_consumer());
         assert_eq!(api["filter_subject"], subjects.api_events_filter());
     }

@@ -84,27 +84,10 @@ mod tests {
 
     #[test]
     fn limits_are_converted_for_docker() {
-        let spec = ServerSpec {
-            cpus: Some(1.5),
-            memory_mb: Some(512),
-        };
+        let spec = ServerSpec { cpus: Some(1.5), memory_mb: Some(512) };
         assert_eq!(spec.nano_cpus(), Some(1_500_000_000));
         assert_eq!(spec.memory_bytes(), Some(512 * 1024 * 1024));
-        assert_eq!(
-            ServerSpec {
-                cpus: Some(0.0),
-                memory_mb: None
-            }
-            .validate(),
-            Err(InvalidSpec::Cpus)
-        );
-        assert_eq!(
-            ServerSpec {
-                cpus: None,
-                memory_mb: Some(1)
-            }
-            .validate(),
-            Err(InvalidSpec::Memory)
-        );
+        assert_eq!(ServerSpec { cpus: Some(0.0), memory_mb: None }.validate(), Err(InvalidSpec::Cpus));
+        assert_eq!(ServerSpec { cpus: None, memory_mb: Some(1) }.validate(), Err(InvalidSpec::Memory));
     }
 }

@@ -6,6 +6,7 @@
 //! - [`subjects`]: NATS subject, stream, consumer and bucket names, all derived from one prefix.
 //! - [`job`]: the job payload a worker consumes (plain JSON an operator can write by hand).
 //! - [`event`]: what workers report back: job phases, observations, host presence.
+//! - [`schedule`]: the periodic jobs the scheduler emits (sync, cleanup, purge).
 //! - [`labels`]: the Docker labels that re-link a container to its server (seed 001).
 //! - [`settings`]: layered configuration shared by the three binaries.
 
@@ -15,12 +16,16 @@ pub mod jetstream;
 pub mod job;
 pub mod labels;
 pub mod name;
+pub mod schedule;
 pub mod settings;
 pub mod state;
 pub mod subjects;
 pub mod telemetry;
 
-pub use event::{ContainerState, HostPresence, JobEvent, JobPhase, Observation};
+pub use event::{
+    ContainerState, HostPresence, InnerContainer, InnerContainers, Inventory, JobEvent, JobPhase, Observation,
+    Observed, SeenContainer,
+};
 pub use ids::{JobId, ServerId};
 pub use job::{JobRequest, ServerSpec};
 pub use name::ServerName;

@@ -19,6 +19,7 @@ pub struct Settings {
     pub nats: NatsSettings,
     pub api: ApiSettings,
     pub worker: WorkerSettings,
+    pub scheduler: SchedulerSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,10 +50,27 @@ pub struct NatsSettings {
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
-    /// How long a soft-deleted server stays restorable.
-    pub retention_hours: u64,
+    /// How long a soft-deleted server stays restorable (seconds; 24 hours).
+    pub retention_secs: u64,
     /// How often committed but unacknowledged jobs are published again.
     pub outbox_interval_ms: u64,
+    /// Remove stopped containers that carry our labels but belong to no live
+    /// server. Their data is never touched; running ones are only reported.
+    pub remove_orphans: bool,
+    /// Inner-container rows not refreshed for this long are dropped by the
+    /// stale cleanup (seed 003 §3.4: five minutes).
+    pub container_rows_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// Every host reports what it really has; the api reconciles.
+    pub sync_interval_ms: u64,
+    /// Stale inner-container rows are dropped.
+    pub cleanup_interval_ms: u64,
+    /// Deleted servers past `purge_after` are purged.
+    pub purge_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +90,17 @@ pub struct WorkerSettings {
     /// Seconds Docker waits after SIGTERM before it kills a stopping container.
     pub stop_timeout_secs: i32,
     pub heartbeat_secs: u64,
+    /// Run servers `--privileged`: only for the default-runtime stand-in
+    /// used in tests (Sysbox refuses it, and needs none).
+    pub privileged: bool,
+    /// Follow Docker's event stream to report drift within a second; the
+    /// periodic sync is the backstop.
+    pub follow_docker_events: bool,
+    /// How often the containers inside each running server are listed
+    /// (seed 000 §8: 3 s); 0 turns the monitor off.
+    pub monitor_interval_ms: u64,
+    /// How long one server may take to answer the monitor before it is skipped.
+    pub monitor_timeout_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,9 +114,7 @@ pub enum SettingsError {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            database: DatabaseSettings {
-                url: "sqlite://vsfleet.db".into(),
-            },
+            database: DatabaseSettings { url: "sqlite://vsfleet.db".into() },
             nats: NatsSettings {
                 url: "nats://127.0.0.1:4222".into(),
                 prefix: "vs".into(),
@@ -98,8 +125,10 @@ impl Default for Settings {
             },
             api: ApiSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-                retention_hours: 24,
+                retention_secs: 24 * 3600,
                 outbox_interval_ms: 1000,
+                remove_orphans: false,
+                container_rows_ttl_secs: 300,
             },
             worker: WorkerSettings {
                 host_id: default_host_id(),
@@ -111,6 +140,15 @@ impl Default for Settings {
                 concurrency: 4,
                 stop_timeout_secs: 30,
                 heartbeat_secs: 5,
+                privileged: false,
+                follow_docker_events: true,
+                monitor_interval_ms: 3000,
+                monitor_timeout_ms: 2000,
+            },
+            scheduler: SchedulerSettings {
+                sync_interval_ms: 30_000,
+                cleanup_interval_ms: 60_000,
+                purge_interval_ms: 60_000,
             },
         }
     }
@@ -123,34 +161,19 @@ fn default_host_id() -> String {
     let id: String = raw
         .trim()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
         .take(64)
         .collect();
-    if id.is_empty() {
-        "localhost".into()
-    } else {
-        id
-    }
+    if id.is_empty() { "localhost".into() } else { id }
 }
 
 impl Settings {
     /// Loads the layers. `file` wins over `VSFLEET_CONFIG`.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         let env_file = std::env::var_os("VSFLEET_CONFIG").map(PathBuf::from);
-        let mut builder =
-            config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
+        let mut builder = config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
         if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
         }
         let settings: Settings = builder
             .add_source(
@@ -159,11 +182,7 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     // VSFLEET_CONFIG names the file; it is not a setting.
-                    .source(Some(
-                        std::env::vars()
-                            .filter(|(k, _)| k != "VSFLEET_CONFIG")
-                            .collect(),
-                    )),
+                    .source(Some(std::env::vars().filter(|(k, _)| k != "VSFLEET_CONFIG").collect())),
             )
             .build()?
             .try_deserialize()?;
@@ -180,33 +199,17 @@ impl Settings {
             return invalid("worker.host_id", e.to_string());
         }
         if !self.database.url.starts_with("sqlite:") {
-            return invalid(
-                "database.url",
-                format!("{:?} is not a sqlite: URL", self.database.url),
-            );
+            return invalid("database.url", format!("{:?} is not a sqlite: URL", self.database.url));
         }
         if !self.nats.url.starts_with("nats://") && !self.nats.url.starts_with("tls://") {
-            return invalid(
-                "nats.url",
-                format!("{:?} is not a nats:// URL", self.nats.url),
-            );
+            return invalid("nats.url", format!("{:?} is not a nats:// URL", self.nats.url));
         }
         if !self.worker.data_root.is_absolute() {
-            return invalid(
-                "worker.data_root",
-                format!("{:?} is not an absolute path", self.worker.data_root),
-            );
+            return invalid("worker.data_root", format!("{:?} is not an absolute path", self.worker.data_root));
         }
         let prefix = &self.worker.container_prefix;
-        if prefix.is_empty()
-            || !prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
-            return invalid(
-                "worker.container_prefix",
-                format!("{prefix:?} is not a valid start of a container name"),
-            );
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            return invalid("worker.container_prefix", format!("{prefix:?} is not a valid start of a container name"));
         }
         for (key, value) in [
             ("worker.image", &self.worker.image),
@@ -223,6 +226,18 @@ impl Settings {
         if self.nats.max_deliver < 1 {
             return invalid("nats.max_deliver", "must be at least 1".into());
         }
+        if self.worker.privileged && self.worker.runtime == "sysbox-runc" {
+            return invalid("worker.privileged", "sysbox-runc refuses privileged containers; Sysbox needs none".into());
+        }
+        for (key, ms) in [
+            ("scheduler.sync_interval_ms", self.scheduler.sync_interval_ms),
+            ("scheduler.cleanup_interval_ms", self.scheduler.cleanup_interval_ms),
+            ("scheduler.purge_interval_ms", self.scheduler.purge_interval_ms),
+        ] {
+            if ms < 100 {
+                return invalid(key, "must be at least 100".into());
+            }
+        }
         if self.worker.heartbeat_secs == 0 {
             return invalid("worker.heartbeat_secs", "must be at least 1".into());
         }
@@ -234,7 +249,14 @@ impl Settings {
     }
 
     pub fn retention(&self) -> chrono::Duration {
-        chrono::Duration::hours(self.api.retention_hours as i64)
+        chrono::Duration::seconds(self.api.retention_secs as i64)
+    }
+
+    /// The longest scheduler period: the schedule stream's dedup window must
+    /// cover it so replicas publish each period's job once.
+    pub fn longest_schedule_period(&self) -> Duration {
+        let s = &self.scheduler;
+        Duration::from_millis(s.sync_interval_ms.max(s.cleanup_interval_ms).max(s.purge_interval_ms))
     }
 }
 

@@ -36,6 +36,12 @@ pub enum Action {
     Delete,
     Restore,
     Purge,
+    /// `docker system prune -a -f --volumes` inside a running server (seed 000 §9.2).
+    Cleanup,
+    /// Remove a stopped container that carries our labels but belongs to no
+    /// live server (an orphan). Never its data. Not an API action: the api
+    /// sends it after a sync when `api.remove_orphans` is on.
+    Reap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,7 +54,7 @@ pub enum JobStatus {
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 9] = [
         Action::Create,
         Action::Start,
         Action::Stop,
@@ -56,6 +62,8 @@ impl Action {
         Action::Delete,
         Action::Restore,
         Action::Purge,
+        Action::Cleanup,
+        Action::Reap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +75,8 @@ impl Action {
             Action::Delete => "delete",
             Action::Restore => "restore",
             Action::Purge => "purge",
+            Action::Cleanup => "cleanup",
+            Action::Reap => "reap",
         }
     }
 
@@ -82,6 +92,8 @@ impl Action {
             Action::Restart => matches!(status, Running | Stopped),
             Action::Delete => matches!(status, Running | Stopped | Missing | Failed),
             Action::Restore | Action::Purge => matches!(status, Deleted),
+            Action::Cleanup => matches!(status, Running),
+            Action::Reap => false,
         }
     }
 
@@ -97,6 +109,16 @@ impl Action {
 }
 
 impl ServerStatus {
+    pub const ALL: [ServerStatus; 7] = [
+        ServerStatus::Creating,
+        ServerStatus::Running,
+        ServerStatus::Stopped,
+        ServerStatus::Missing,
+        ServerStatus::Failed,
+        ServerStatus::Deleting,
+        ServerStatus::Deleted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ServerStatus::Creating => "creating",
@@ -131,8 +153,28 @@ impl ServerStatus {
     }
 }
 
+impl ServerStatus {
+    /// The status a server should have given what its host shows, outside
+    /// any job (Docker's event stream, a sync); `None` to leave it. Servers
+    /// in a job's transient state, and deleted ones, are left alone; a
+    /// failed server stays failed until a container shows up.
+    pub fn drifted(self, seen: ContainerState) -> Option<ServerStatus> {
+        use ServerStatus::*;
+        let next = match (self, seen) {
+            (Creating | Deleting | Deleted, _) => return None,
+            (_, ContainerState::Running) => Running,
+            (_, ContainerState::Stopped) => Stopped,
+            (Failed, ContainerState::Absent) => return None,
+            (_, ContainerState::Absent) => Missing,
+        };
+        (next != self).then_some(next)
+    }
+}
+
+/// `Display` and `FromStr` from `as_str` and `ALL`, so adding a variant
+/// cannot leave its text behind.
 macro_rules! text_enum {
-    ($ty:ty, $what:literal, [$($variant:expr),+ $(,)?]) => {
+    ($ty:ty, $what:literal) => {
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -143,7 +185,7 @@ macro_rules! text_enum {
             type Err = UnknownValue;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                [$($variant),+]
+                <$ty>::ALL
                     .into_iter()
                     .find(|v| v.as_str() == s)
                     .ok_or_else(|| UnknownValue { what: $what, value: s.to_owned() })
@@ -160,6 +202,8 @@ pub struct UnknownValue {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 4] = [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
@@ -174,54 +218,16 @@ impl JobStatus {
     }
 }
 
-text_enum!(
-    Action,
-    "action",
-    [
-        Action::Create,
-        Action::Start,
-        Action::Stop,
-        Action::Restart,
-        Action::Delete,
-        Action::Restore,
-        Action::Purge,
-    ]
-);
-text_enum!(
-    ServerStatus,
-    "server status",
-    [
-        ServerStatus::Creating,
-        ServerStatus::Running,
-        ServerStatus::Stopped,
-        ServerStatus::Missing,
-        ServerStatus::Failed,
-        ServerStatus::Deleting,
-        ServerStatus::Deleted,
-    ]
-);
-text_enum!(
-    JobStatus,
-    "job status",
-    [
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-    ]
-);
+text_enum!(Action, "action");
+text_enum!(ServerStatus, "server status");
+text_enum!(JobStatus, "job status");
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn seen(container: ContainerState, data_exists: bool, archived: bool) -> Observation {
-        Observation {
-            container,
-            container_id: None,
-            data_exists,
-            archived,
-        }
+        Observation { container, container_id: None, data_exists, archived }
     }
 
     #[test]
@@ -229,6 +235,10 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(a.as_str().parse::<Action>().unwrap(), a);
             assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
+        }
+        for s in ServerStatus::ALL {
+            assert_eq!(s.as_str().parse::<ServerStatus>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
         assert!("reboot".parse::<Action>().is_err());
     }
@@ -247,37 +257,34 @@ mod tests {
     }
 
     #[test]
+    fn drift_follows_the_container_but_never_a_job_or_a_deleted_server() {
+        use ServerStatus::*;
+        assert_eq!(Running.drifted(ContainerState::Absent), Some(Missing));
+        assert_eq!(Running.drifted(ContainerState::Stopped), Some(Stopped));
+        assert_eq!(Stopped.drifted(ContainerState::Running), Some(Running));
+        assert_eq!(Running.drifted(ContainerState::Running), None);
+        assert_eq!(Missing.drifted(ContainerState::Running), Some(Running));
+        assert_eq!(Failed.drifted(ContainerState::Absent), None);
+        assert_eq!(Creating.drifted(ContainerState::Absent), None);
+        assert_eq!(Deleting.drifted(ContainerState::Running), None);
+        assert_eq!(Deleted.drifted(ContainerState::Running), None);
+    }
+
+    #[test]
     fn status_after_a_job_follows_the_host() {
         use ServerStatus::*;
         let running = seen(ContainerState::Running, true, false);
         let gone = seen(ContainerState::Absent, true, false);
+        assert_eq!(ServerStatus::after(Action::Start, true, &running), Some(Running));
+        assert_eq!(ServerStatus::after(Action::Stop, true, &gone), Some(Missing));
+        assert_eq!(ServerStatus::after(Action::Create, false, &running), Some(Failed));
         assert_eq!(
-            ServerStatus::after(Action::Start, true, &running),
-            Some(Running)
-        );
-        assert_eq!(
-            ServerStatus::after(Action::Stop, true, &gone),
-            Some(Missing)
-        );
-        assert_eq!(
-            ServerStatus::after(Action::Create, false, &running),
-            Some(Failed)
-        );
-        assert_eq!(
-            ServerStatus::after(
-                Action::Delete,
-                true,
-                &seen(ContainerState::Absent, false, true)
-            ),
+            ServerStatus::after(Action::Delete, true, &seen(ContainerState::Absent, false, true)),
             Some(Deleted)
         );
         assert_eq!(ServerStatus::after(Action::Purge, true, &gone), None);
         assert_eq!(
-            ServerStatus::after(
-                Action::Delete,
-                false,
-                &seen(ContainerState::Stopped, true, false)
-            ),
+            ServerStatus::after(Action::Delete, false, &seen(ContainerState::Stopped, true, false)),
             Some(Stopped)
         );
     }

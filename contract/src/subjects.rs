@@ -9,7 +9,14 @@
 //! | a host's worker consumer | `worker-{host}`, filter `{prefix}.jobs.{host}.*` |
 //! | events stream | `{prefix}_events`, subjects `{prefix}.events.>` |
 //! | a job's events | `{prefix}.events.{host}.job` |
-//! | the api's event consumer | `api` |
+//! | drift seen in Docker's event stream | `{prefix}.events.{host}.observed` |
+//! | a host's inventory (sync) | `{prefix}.events.{host}.inventory` |
+//! | the api's event consumer | `api`, filter `{prefix}.events.>` |
+//! | schedule stream | `{prefix}_schedule`, subjects `{prefix}.schedule.>` |
+//! | one periodic job | `{prefix}.schedule.{sync,cleanup,purge}` |
+//! | a host's sync consumer | `sync-{host}`, filter `{prefix}.schedule.sync` |
+//! | the api's schedule consumer | `api-schedule`, filter `{prefix}.schedule.>` |
+//! | inner containers (core NATS, not stored) | `{prefix}.monitor.{host}` |
 //! | live hosts (KV bucket) | `{prefix}_hosts`, one key per host |
 
 use crate::state::Action;
@@ -32,18 +39,8 @@ pub struct InvalidToken {
 pub fn check_token(what: &'static str, value: &str, max: usize) -> Result<(), InvalidToken> {
     let ok = !value.is_empty()
         && value.len() <= max
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(InvalidToken {
-            what,
-            value: value.to_owned(),
-            max,
-        })
-    }
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok { Ok(()) } else { Err(InvalidToken { what, value: value.to_owned(), max }) }
 }
 
 pub fn check_host_id(host: &str) -> Result<(), InvalidToken> {
@@ -53,9 +50,7 @@ pub fn check_host_id(host: &str) -> Result<(), InvalidToken> {
 impl Subjects {
     pub fn new(prefix: &str) -> Result<Self, InvalidToken> {
         check_token("nats prefix", prefix, 32)?;
-        Ok(Self {
-            prefix: prefix.to_owned(),
-        })
+        Ok(Self { prefix: prefix.to_owned() })
     }
 
     pub fn prefix(&self) -> &str {
@@ -87,10 +82,7 @@ impl Subjects {
     pub fn parse_job<'a>(&self, subject: &'a str) -> Option<(&'a str, Result<Action, String>)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".jobs.")?;
         let (host, action) = rest.split_once('.')?;
-        Some((
-            host,
-            action.parse::<Action>().map_err(|_| action.to_owned()),
-        ))
+        Some((host, action.parse::<Action>().map_err(|_| action.to_owned())))
     }
 
     pub fn events_stream(&self) -> String {
@@ -105,9 +97,51 @@ impl Subjects {
         format!("{}.events.{host}.job", self.prefix)
     }
 
-    /// Every host's job events.
+    pub fn observed_events(&self, host: &str) -> String {
+        format!("{}.events.{host}.observed", self.prefix)
+    }
+
+    pub fn inventory_events(&self, host: &str) -> String {
+        format!("{}.events.{host}.inventory", self.prefix)
+    }
+
+    /// Every host's events, of every kind.
     pub fn api_events_filter(&self) -> String {
-        format!("{}.events.*.job", self.prefix)
+        self.events_wildcard()
+    }
+
+    /// The kind of an event subject: `job`, `observed` or `inventory`.
+    pub fn event_kind<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".events.")?;
+        rest.split_once('.').map(|(_, kind)| kind)
+    }
+
+    pub fn schedule_stream(&self) -> String {
+        format!("{}_schedule", self.prefix)
+    }
+
+    pub fn schedule_wildcard(&self) -> String {
+        format!("{}.schedule.>", self.prefix)
+    }
+
+    pub fn schedule(&self, kind: crate::schedule::Periodic) -> String {
+        format!("{}.schedule.{}", self.prefix, kind.as_str())
+    }
+
+    pub fn sync_consumer(&self, host: &str) -> String {
+        format!("sync-{host}")
+    }
+
+    pub fn api_schedule_consumer(&self) -> String {
+        "api-schedule".to_owned()
+    }
+
+    pub fn monitor(&self, host: &str) -> String {
+        format!("{}.monitor.{host}", self.prefix)
+    }
+
+    pub fn monitor_wildcard(&self) -> String {
+        format!("{}.monitor.*", self.prefix)
     }
 
     pub fn api_events_consumer(&self) -> String {
@@ -130,10 +164,7 @@ mod tests {
         assert_eq!(s.jobs_stream(), "t1_jobs");
         let (host, action) = s.parse_job("t1.jobs.h-1.stop").unwrap();
         assert_eq!((host, action), ("h-1", Ok(Action::Stop)));
-        assert_eq!(
-            s.parse_job("t1.jobs.h-1.fly").unwrap().1,
-            Err("fly".to_owned())
-        );
+        assert_eq!(s.parse_job("t1.jobs.h-1.fly").unwrap().1, Err("fly".to_owned()));
         assert!(s.parse_job("t2.jobs.h-1.stop").is_none());
     }
 

@@ -12,13 +12,18 @@ use vsfleet_contract::Settings;
 use crate::consumer::{self, JobContext};
 use crate::docker::{self, Containers};
 use crate::layout::DataRoot;
+use crate::monitor::Monitor;
 use crate::ops::Operations;
-use crate::presence;
 use crate::report::Reporter;
+use crate::watch::Watcher;
+use crate::{inventory, presence};
 
 pub struct Worker {
     settings: Settings,
+    nats: async_nats::Client,
+    js: jetstream::Context,
     consumer: PullConsumer,
+    sync: PullConsumer,
     hosts: kv::Store,
     ctx: Arc<JobContext>,
 }
@@ -40,9 +45,10 @@ impl Worker {
             .connect(&settings.nats.url)
             .await
             .with_context(|| format!("connecting to NATS at {}", settings.nats.url))?;
-        let js = jetstream::new(nats);
+        let js = jetstream::new(nats.clone());
         let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
         let consumer = consumer::consumer(&objects.jobs, &settings).await?;
+        let sync = inventory::consumer(&objects.schedule, &settings).await?;
         let subjects = settings.subjects();
         let host = settings.worker.host_id.clone();
         let ctx = Arc::new(JobContext {
@@ -51,7 +57,7 @@ impl Worker {
                 root: root.clone(),
             },
             root,
-            reporter: Reporter::new(js, &subjects, &host),
+            reporter: Reporter::new(js.clone(), &subjects, &host),
             subjects,
             host,
             max_deliver: settings.nats.max_deliver,
@@ -60,12 +66,7 @@ impl Worker {
         // Announce before consuming, so the api can place servers here as
         // soon as `build` returns.
         presence::announce(&objects.hosts, &settings.worker.host_id, chrono::Utc::now()).await?;
-        Ok(Self {
-            settings,
-            consumer,
-            hosts: objects.hosts,
-            ctx,
-        })
+        Ok(Self { settings, nats, js, consumer, sync, hosts: objects.hosts, ctx })
     }
 
     pub fn operations(&self) -> &Operations {
@@ -75,22 +76,30 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then lets running jobs finish
     /// (up to a deadline) before returning.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let Worker {
-            settings,
-            consumer,
-            hosts,
-            ctx,
-        } = self;
+        let Worker { settings, nats, js, consumer, sync, hosts, ctx } = self;
         tracing::info!(host = settings.worker.host_id, data_root = %settings.worker.data_root.display(), "worker consuming jobs");
-        let presence = tokio::spawn(presence::run(
-            hosts,
-            settings.worker.host_id.clone(),
-            Duration::from_secs(settings.worker.heartbeat_secs),
-            shutdown.clone(),
-        ));
+        let mut background = vec![
+            tokio::spawn(presence::run(
+                hosts,
+                settings.worker.host_id.clone(),
+                Duration::from_secs(settings.worker.heartbeat_secs),
+                shutdown.clone(),
+            )),
+            tokio::spawn(inventory::run(sync, ctx.ops.clone(), js.clone(), settings.clone(), shutdown.clone())),
+        ];
+        if settings.worker.follow_docker_events {
+            let watcher = Watcher::new(ctx.ops.clone(), js, &settings);
+            background.push(tokio::spawn(watcher.run(shutdown.clone())));
+        }
+        if settings.worker.monitor_interval_ms > 0 {
+            let monitor = Monitor::new(ctx.ops.containers.clone(), nats, &settings);
+            background.push(tokio::spawn(monitor.run(shutdown.clone())));
+        }
         let drain = Duration::from_secs(settings.worker.stop_timeout_secs.max(0) as u64 + 30);
         consumer::run(consumer, ctx, settings.worker.concurrency, shutdown, drain).await;
-        let _ = presence.await;
+        for task in background {
+            let _ = task.await;
+        }
         tracing::info!("worker stopped");
     }
 }

@@ -11,9 +11,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use vsfleet_contract::{
-    Action, JobEvent, JobId, JobPhase, JobRequest, ServerId, Settings, Subjects,
-};
+use vsfleet_contract::{Action, JobEvent, JobId, JobPhase, JobRequest, ServerId, Settings, Subjects};
 
 use crate::error::OpError;
 use crate::layout::DataRoot;
@@ -21,10 +19,7 @@ use crate::lock;
 use crate::ops::Operations;
 use crate::report::Reporter;
 
-pub async fn consumer(
-    jobs: &jetstream::stream::Stream,
-    settings: &Settings,
-) -> anyhow::Result<PullConsumer> {
+pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> anyhow::Result<PullConsumer> {
     let subjects = settings.subjects();
     let host = &settings.worker.host_id;
     let name = subjects.worker_consumer(host);
@@ -76,12 +71,7 @@ pub async fn run(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
-        let batch = consumer
-            .batch()
-            .max_messages(permits.len())
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await;
+        let batch = consumer.batch().max_messages(permits.len()).expires(Duration::from_secs(1)).messages().await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(error) => {
@@ -114,14 +104,8 @@ pub async fn run(
     }
     tracing::info!("stopped fetching jobs; waiting for running ones");
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    if tokio::time::timeout(drain, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?drain,
-            "jobs still running at the drain deadline; they will be redelivered"
-        );
+    if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
+        tracing::warn!(?drain, "jobs still running at the drain deadline; they will be redelivered");
     }
 }
 
@@ -148,19 +132,12 @@ async fn handle(ctx: Arc<JobContext>, message: Message) {
     let job_id = request
         .job_id
         .or_else(|| {
-            let header = message
-                .headers
-                .as_ref()?
-                .get(async_nats::header::NATS_MESSAGE_ID)?;
+            let header = message.headers.as_ref()?.get(async_nats::header::NATS_MESSAGE_ID)?;
             header.as_str().parse().ok()
         })
         .unwrap_or_else(|| JobId::for_message(&ctx.subjects.jobs_stream(), stream_seq));
-    let parsed = ctx
-        .subjects
-        .parse_job(&subject)
-        .map(|(host, action)| (host.to_owned(), action));
-    let span =
-        tracing::info_span!("job", %job_id, server_id = %request.server_id, subject, attempt);
+    let parsed = ctx.subjects.parse_job(&subject).map(|(host, action)| (host.to_owned(), action));
+    let span = tracing::info_span!("job", %job_id, server_id = %request.server_id, subject, attempt);
     async move {
         let action = match parsed {
             Some((host, Ok(action))) if host == ctx.host => action,
@@ -175,14 +152,7 @@ async fn handle(ctx: Arc<JobContext>, message: Message) {
                 return;
             }
         };
-        let job = Job {
-            ctx: &ctx,
-            message: &message,
-            job_id,
-            server_id: request.server_id,
-            action,
-            attempt,
-        };
+        let job = Job { ctx: &ctx, message: &message, job_id, server_id: request.server_id, action, attempt };
         let ack = job.execute(request.spec.as_ref()).await;
         if let Err(error) = message.ack_with(ack).await {
             tracing::warn!(%error, ?ack, "acknowledging the job failed; it will be redelivered");
@@ -212,29 +182,22 @@ impl Job<'_> {
             }
         };
         if let Err(error) = self.report(JobPhase::Started).await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "cannot report start; will retry"
-            );
+            tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
             return AckKind::Nak(Some(self.backoff()));
         }
         tracing::info!(action = %self.action, "job started");
-        let outcome = self
-            .with_progress(self.ctx.ops.run(self.action, self.server_id, spec))
-            .await;
+        let outcome = self.with_progress(self.ctx.ops.run(self.action, self.server_id, spec)).await;
         let phase = match outcome {
-            Ok(observed) => {
-                tracing::info!(container = ?observed.container, data_exists = observed.data_exists, "job succeeded");
-                JobPhase::Succeeded { observed }
+            Ok(outcome) => {
+                let seen = &outcome.observed;
+                tracing::info!(container = ?seen.container, data_exists = seen.data_exists, "job succeeded");
+                JobPhase::Succeeded { observed: outcome.observed, detail: outcome.detail }
             }
             Err(error) => {
                 let permanent = error.is_permanent();
                 let last = self.attempt >= self.ctx.max_deliver as u64;
                 if !permanent && !last {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "job failed transiently; will retry"
-                    );
+                    tracing::warn!(error = format!("{error:#}"), "job failed transiently; will retry");
                     return AckKind::Nak(Some(self.backoff()));
                 }
                 tracing::error!(error = format!("{error:#}"), permanent, "job failed");
@@ -247,16 +210,13 @@ impl Job<'_> {
         };
         let failed = matches!(phase, JobPhase::Failed { .. });
         if let Err(error) = self.report(phase).await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "cannot report the outcome; the job will run again"
-            );
+            tracing::warn!(error = format!("{error:#}"), "cannot report the outcome; the job will run again");
             return AckKind::Nak(Some(self.backoff()));
         }
         if failed { AckKind::Term } else { AckKind::Ack }
     }
 
-    async fn report(&self, phase: JobPhase) -> Result<(), crate::report::ReportError> {
+    async fn report(&self, phase: JobPhase) -> Result<(), crate::publish::PublishError> {
         self.ctx
             .reporter
             .send(&JobEvent {
@@ -299,9 +259,5 @@ impl Job<'_> {
 }
 
 fn describe(error: &OpError, permanent: bool, attempt: u64) -> String {
-    if permanent {
-        error.to_string()
-    } else {
-        format!("{error} (gave up after {attempt} attempts)")
-    }
+    if permanent { error.to_string() } else { format!("{error} (gave up after {attempt} attempts)") }
 }

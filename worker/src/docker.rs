@@ -5,12 +5,14 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, ExecConfig, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
-use vsfleet_contract::{ContainerState, ServerId, ServerSpec, labels, settings::WorkerSettings};
+use futures::StreamExt;
+use vsfleet_contract::{ContainerState, SeenContainer, ServerId, ServerSpec, labels, settings::WorkerSettings};
 
 use crate::error::{OpError, docker_status};
 use crate::layout::DataRoot;
@@ -41,10 +43,7 @@ pub async fn check_runtime(docker: &Docker, wanted: &str) -> Result<(), StartupE
     }
     let mut names: Vec<_> = runtimes.into_keys().collect();
     names.sort();
-    Err(StartupError::RuntimeMissing {
-        wanted: wanted.to_owned(),
-        registered: names.join(", "),
-    })
+    Err(StartupError::RuntimeMissing { wanted: wanted.to_owned(), registered: names.join(", ") })
 }
 
 /// A container found under a server's name.
@@ -54,6 +53,13 @@ pub struct Found {
     pub state: ContainerState,
     /// Carries our labels for this server and this host.
     pub ours: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct ExecOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i64,
 }
 
 #[derive(Clone)]
@@ -67,12 +73,7 @@ pub struct Containers {
 impl Containers {
     pub fn new(docker: Docker, settings: WorkerSettings, deployment: &str) -> Self {
         let root = DataRoot::new(settings.data_root.clone());
-        Self {
-            docker,
-            settings,
-            deployment: deployment.to_owned(),
-            root,
-        }
+        Self { docker, settings, deployment: deployment.to_owned(), root }
     }
 
     pub fn docker(&self) -> &Docker {
@@ -95,9 +96,7 @@ impl Containers {
     fn is_ours(&self, id: ServerId, found: Option<&HashMap<String, String>>) -> bool {
         let Some(found) = found else { return false };
         let expected = self.labels(id);
-        [labels::MANAGED, labels::SERVER_ID, labels::HOST]
-            .iter()
-            .all(|k| found.get(*k) == expected.get(*k))
+        [labels::MANAGED, labels::SERVER_ID, labels::HOST].iter().all(|k| found.get(*k) == expected.get(*k))
     }
 
     /// The container under the server's name, if any.
@@ -109,17 +108,11 @@ impl Containers {
         };
         let status = inspect.state.as_ref().and_then(|s| s.status);
         let state = match status {
-            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING) => {
-                ContainerState::Running
-            }
+            Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING) => ContainerState::Running,
             _ => ContainerState::Stopped,
         };
         let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
-        Ok(Some(Found {
-            id: inspect.id.unwrap_or_default(),
-            state,
-            ours: self.is_ours(id, labels),
-        }))
+        Ok(Some(Found { id: inspect.id.unwrap_or_default(), state, ours: self.is_ours(id, labels) }))
     }
 
     /// Our container for the server, or a refusal if the name is taken by
@@ -139,15 +132,8 @@ impl Containers {
     /// this server (renamed by hand, left by a crash) is removed first.
     pub async fn create(&self, id: ServerId, spec: &ServerSpec) -> Result<String, OpError> {
         self.remove_strays(id).await?;
-        let options = CreateContainerOptions {
-            name: Some(self.name(id)),
-            ..Default::default()
-        };
-        match self
-            .docker
-            .create_container(Some(options), self.container_body(id, spec))
-            .await
-        {
+        let options = CreateContainerOptions { name: Some(self.name(id)), ..Default::default() };
+        match self.docker.create_container(Some(options), self.container_body(id, spec)).await {
             Ok(created) => Ok(created.id),
             // Another delivery of the same job created it first.
             Err(e) if docker_status(&e) == Some(409) => match self.find_ours(id).await? {
@@ -159,7 +145,9 @@ impl Containers {
     }
 
     /// The container's configuration. Sysbox refuses `--privileged` and host
-    /// pid/net/userns modes, so none of them is ever set.
+    /// pid/net/userns modes: none of them is ever set, except `privileged`
+    /// for the default-runtime stand-in in tests (refused with Sysbox at
+    /// configuration time).
     pub fn container_body(&self, id: ServerId, spec: &ServerSpec) -> ContainerCreateBody {
         let bind = |dir: std::path::PathBuf, target: &str| format!("{}:{target}", dir.display());
         ContainerCreateBody {
@@ -179,6 +167,7 @@ impl Containers {
                 }),
                 nano_cpus: spec.nano_cpus(),
                 memory: spec.memory_bytes(),
+                privileged: self.settings.privileged.then_some(true),
                 ..Default::default()
             }),
             ..Default::default()
@@ -191,10 +180,7 @@ impl Containers {
     }
 
     pub async fn stop(&self, container: &str) -> Result<(), OpError> {
-        let options = StopContainerOptions {
-            t: Some(self.settings.stop_timeout_secs),
-            signal: None,
-        };
+        let options = StopContainerOptions { t: Some(self.settings.stop_timeout_secs), signal: None };
         match self.docker.stop_container(container, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if docker_status(&e) == Some(404) => Ok(()),
@@ -207,20 +193,13 @@ impl Containers {
             t: Some(self.settings.stop_timeout_secs),
             signal: None,
         };
-        Ok(self
-            .docker
-            .restart_container(container, Some(options))
-            .await?)
+        Ok(self.docker.restart_container(container, Some(options)).await?)
     }
 
     /// Stops (gracefully) and removes; a container already gone is fine.
     pub async fn remove(&self, container: &str) -> Result<(), OpError> {
         self.stop(container).await?;
-        let options = RemoveContainerOptions {
-            force: true,
-            v: false,
-            link: false,
-        };
+        let options = RemoveContainerOptions { force: true, v: false, link: false };
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(docker_status(&e), Some(404)) => Ok(()),
@@ -228,21 +207,66 @@ impl Containers {
         }
     }
 
+    /// Every container labelled for this host (any server), with its state:
+    /// what a sync reports. Containers of other hosts are never listed.
+    pub async fn list_managed(&self) -> Result<Vec<SeenContainer>, OpError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::HOST, self.settings.host_id)],
+        )]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let mut seen = Vec::new();
+        for c in self.docker.list_containers(Some(options)).await? {
+            let labels = c.labels.unwrap_or_default();
+            let Some(server_id) = labels.get(labels::SERVER_ID).and_then(|v| v.parse::<ServerId>().ok()) else {
+                continue;
+            };
+            let state = match c.state {
+                Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING) => {
+                    ContainerState::Running
+                }
+                _ => ContainerState::Stopped,
+            };
+            seen.push(SeenContainer { server_id, container_id: c.id.unwrap_or_default(), state });
+        }
+        Ok(seen)
+    }
+
+    /// Runs `cmd` inside a container and collects its output; a non-zero
+    /// exit is returned as such, not as an error.
+    pub async fn exec(&self, container: &str, cmd: &[&str]) -> Result<ExecOutput, OpError> {
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(container, config).await?;
+        let mut out = ExecOutput::default();
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&exec.id, None).await?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk? {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    other => out.stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                }
+            }
+        }
+        out.exit_code = self.docker.inspect_exec(&exec.id).await?.exit_code.unwrap_or(-1);
+        Ok(out)
+    }
+
     /// Our containers for this server on this host that are not under its
     /// canonical name.
     async fn remove_strays(&self, id: ServerId) -> Result<(), OpError> {
         let filters = HashMap::from([(
             "label".to_owned(),
-            vec![
-                format!("{}={id}", labels::SERVER_ID),
-                format!("{}={}", labels::HOST, self.settings.host_id),
-            ],
+            vec![format!("{}={id}", labels::SERVER_ID), format!("{}={}", labels::HOST, self.settings.host_id)],
         )]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let canonical = format!("/{}", self.name(id));
         for c in self.docker.list_containers(Some(options)).await? {
             let names = c.names.unwrap_or_default();

@@ -17,19 +17,15 @@ pub enum OpError {
     /// The request cannot be carried out as asked; retrying will not help.
     #[error("{0}")]
     Refused(String),
+    /// A command inside the server failed (its daemon may be starting).
+    #[error("inside the server: {0}")]
+    Inner(String),
 }
 
 impl OpError {
-    pub fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> OpError {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> OpError {
         let path = path.into();
-        move |source| OpError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| OpError::Io { action, path, source }
     }
 
     /// True when retrying the job cannot help: an invalid spec, a missing
@@ -38,6 +34,7 @@ impl OpError {
         use bollard::errors::Error as E;
         match self {
             OpError::Refused(_) => true,
+            OpError::Inner(_) => false,
             // 4xx: the engine understood and said no (404 no such image,
             // 400 invalid spec, 409 conflict). 5xx: the engine failed.
             OpError::Docker(E::DockerResponseServerError { status_code, .. }) => {
@@ -69,10 +66,7 @@ mod tests {
     use super::*;
 
     fn engine(status_code: u16) -> OpError {
-        OpError::Docker(bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message: "x".into(),
-        })
+        OpError::Docker(bollard::errors::Error::DockerResponseServerError { status_code, message: "x".into() })
     }
 
     #[test]

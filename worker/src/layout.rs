@@ -59,14 +59,12 @@ impl DataRoot {
     }
 
     pub fn archive_dir(&self, id: ServerId, at: DateTime<Utc>) -> PathBuf {
-        self.root
-            .join(format!("{id}{ARCHIVE_MARK}{}", at.format("%Y%m%d%H%M%S")))
+        self.root.join(format!("{id}{ARCHIVE_MARK}{}", at.format("%Y%m%d%H%M%S")))
     }
 
     /// The server's archives, oldest first. Only names of the exact form
     /// `{id}-deleted-{14 digits}` count, so `42` never matches `420-…`.
     pub fn archives(&self, id: ServerId) -> io::Result<Vec<PathBuf>> {
-        let prefix = format!("{id}{ARCHIVE_MARK}");
         let mut found = Vec::new();
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
@@ -77,15 +75,19 @@ impl DataRoot {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let is_archive = name
-                .strip_prefix(&prefix)
-                .is_some_and(|ts| ts.len() == 14 && ts.bytes().all(|b| b.is_ascii_digit()));
-            if is_archive && entry.file_type()?.is_dir() {
+            if Self::archive_owner(name) == Some(id) && entry.file_type()?.is_dir() {
                 found.push(entry.path());
             }
         }
         found.sort();
         Ok(found)
+    }
+
+    /// The server an archive directory name belongs to, if it is one.
+    pub fn archive_owner(name: &str) -> Option<ServerId> {
+        let (id, ts) = name.split_once(ARCHIVE_MARK)?;
+        (ts.len() == 14 && ts.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+        id.parse().ok()
     }
 
     pub fn data_exists(&self, id: ServerId) -> bool {
@@ -120,17 +122,9 @@ mod tests {
     fn paths_are_derived_from_the_id_under_the_root() {
         let root = DataRoot::new("/srv/SERVERS");
         assert_eq!(root.apps_dir(id(42)), PathBuf::from("/srv/SERVERS/42/apps"));
-        assert_eq!(
-            root.docker_dir(id(42)),
-            PathBuf::from("/srv/SERVERS/42/docker")
-        );
-        let at = DateTime::parse_from_rfc3339("2025-12-08T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            root.archive_dir(id(42), at),
-            PathBuf::from("/srv/SERVERS/42-deleted-20251208120000")
-        );
+        assert_eq!(root.docker_dir(id(42)), PathBuf::from("/srv/SERVERS/42/docker"));
+        let at = DateTime::parse_from_rfc3339("2025-12-08T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(root.archive_dir(id(42), at), PathBuf::from("/srv/SERVERS/42-deleted-20251208120000"));
     }
 
     #[test]
@@ -146,16 +140,8 @@ mod tests {
             std::fs::create_dir_all(dir.join(name)).unwrap();
         }
         let root = DataRoot::new(&dir);
-        let names: Vec<_> = root
-            .archives(id(42))
-            .unwrap()
-            .iter()
-            .map(|p| p.file_name().unwrap().to_owned())
-            .collect();
-        assert_eq!(
-            names,
-            ["42-deleted-20250101000000", "42-deleted-20260101000000"]
-        );
+        let names: Vec<_> = root.archives(id(42)).unwrap().iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+        assert_eq!(names, ["42-deleted-20250101000000", "42-deleted-20260101000000"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

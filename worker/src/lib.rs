@@ -7,17 +7,25 @@
 //! - [`docker`]: the container of a server: find by name, recognise by labels, create, start, stop, remove.
 //! - [`layout`]: every path under the data root, derived from a validated id.
 //! - [`lock`]: one job per server at a time across processes (`flock`).
-//! - [`report`]: job events to the api; [`presence`]: this host in the hosts bucket.
+//! - [`report`]: job events to the api; [`publish`]: JetStream publishing with acknowledgement.
+//! - [`inventory`]: what the host has, for the periodic sync.
+//! - [`watch`]: Docker's event stream, for drift within a second.
+//! - [`monitor`]: the containers inside each running server.
+//! - [`presence`]: this host in the hosts bucket.
 //! - [`error`]: why a job failed and whether a retry can help.
 
 pub mod app;
 pub mod consumer;
 pub mod docker;
 pub mod error;
+pub mod inventory;
 pub mod layout;
 pub mod lock;
+pub mod monitor;
 pub mod ops;
 pub mod presence;
+pub mod publish;
 pub mod report;
+pub mod watch;
 
 pub use app::Worker;

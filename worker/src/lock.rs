@@ -21,31 +21,19 @@ pub struct ServerLock {
 /// Tries once; `Ok(None)` when another job holds the server.
 pub fn try_lock(root: &DataRoot, id: ServerId) -> io::Result<Option<ServerLock>> {
     std::fs::create_dir_all(root.locks_dir())?;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.lock_file(id))?;
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(root.lock_file(id))?;
     // SAFETY: flock on a valid, open descriptor owned by `file`.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc == 0 {
         return Ok(Some(ServerLock { _file: file }));
     }
     let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(err)
-    }
+    if err.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) }
 }
 
 /// Waits for the lock, calling `still_waiting` about once a second (the
 /// caller tells JetStream the job is in progress meanwhile).
-pub async fn lock<F, Fut>(
-    root: &DataRoot,
-    id: ServerId,
-    mut still_waiting: F,
-) -> io::Result<ServerLock>
+pub async fn lock<F, Fut>(root: &DataRoot, id: ServerId, mut still_waiting: F) -> io::Result<ServerLock>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -73,16 +61,8 @@ mod tests {
         let root = DataRoot::new(&dir);
         let id = ServerId::new(7).unwrap();
         let first = try_lock(&root, id).unwrap().expect("free at first");
-        assert!(
-            try_lock(&root, id).unwrap().is_none(),
-            "a second lock was granted"
-        );
-        assert!(
-            try_lock(&root, ServerId::new(8).unwrap())
-                .unwrap()
-                .is_some(),
-            "another server was blocked"
-        );
+        assert!(try_lock(&root, id).unwrap().is_none(), "a second lock was granted");
+        assert!(try_lock(&root, ServerId::new(8).unwrap()).unwrap().is_some(), "another server was blocked");
         drop(first);
         assert!(try_lock(&root, id).unwrap().is_some());
         std::fs::remove_dir_all(dir).unwrap();

@@ -3,6 +3,7 @@
 //! state, and it reports what the host looks like afterwards.
 
 use chrono::Utc;
+use serde_json::json;
 use vsfleet_contract::{Action, ContainerState, Observation, ServerId, ServerSpec};
 
 use crate::docker::Containers;
@@ -15,13 +16,17 @@ pub struct Operations {
     pub root: DataRoot,
 }
 
+/// What a job leaves behind: the host's view of the server, and what the
+/// action produced, if anything.
+#[derive(Debug)]
+pub struct Outcome {
+    pub observed: Observation,
+    pub detail: Option<serde_json::Value>,
+}
+
 impl Operations {
-    pub async fn run(
-        &self,
-        action: Action,
-        id: ServerId,
-        spec: Option<&ServerSpec>,
-    ) -> Result<Observation, OpError> {
+    pub async fn run(&self, action: Action, id: ServerId, spec: Option<&ServerSpec>) -> Result<Outcome, OpError> {
+        let mut detail = None;
         match action {
             Action::Create => self.create(id, spec).await?,
             Action::Start => self.start(id, spec).await?,
@@ -30,18 +35,17 @@ impl Operations {
             Action::Delete => self.delete(id).await?,
             Action::Restore => self.restore(id).await?,
             Action::Purge => self.purge(id).await?,
+            Action::Cleanup => detail = Some(self.cleanup(id).await?),
+            Action::Reap => self.reap(id).await?,
         }
-        self.observe(id).await
+        Ok(Outcome { observed: self.observe(id).await?, detail })
     }
 
     /// What the host has for the server now.
     pub async fn observe(&self, id: ServerId) -> Result<Observation, OpError> {
         let found = self.containers.find(id).await?.filter(|f| f.ours);
-        let archived = !self
-            .root
-            .archives(id)
-            .map_err(OpError::io("listing archives in", self.root.root()))?
-            .is_empty();
+        let archived =
+            !self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))?.is_empty();
         Ok(Observation {
             container: found.as_ref().map_or(ContainerState::Absent, |f| f.state),
             container_id: found.map(|f| f.id),
@@ -76,9 +80,7 @@ impl Operations {
 
     async fn restart(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<(), OpError> {
         match self.containers.find_ours(id).await? {
-            Some(found) if found.state == ContainerState::Running => {
-                self.containers.restart(&found.id).await
-            }
+            Some(found) if found.state == ContainerState::Running => self.containers.restart(&found.id).await,
             _ => self.start(id, spec).await,
         }
     }
@@ -107,9 +109,7 @@ impl Operations {
             at += chrono::Duration::seconds(1);
             archive = self.root.archive_dir(id, at);
         }
-        tokio::fs::rename(&dir, &archive)
-            .await
-            .map_err(OpError::io("archiving", dir))?;
+        tokio::fs::rename(&dir, &archive).await.map_err(OpError::io("archiving", dir))?;
         tracing::info!(archive = %archive.display(), "server data archived");
         Ok(())
     }
@@ -120,18 +120,11 @@ impl Operations {
         if dir.is_dir() {
             return Ok(()); // restored by an earlier delivery
         }
-        let archives = self
-            .root
-            .archives(id)
-            .map_err(OpError::io("listing archives in", self.root.root()))?;
+        let archives = self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))?;
         let Some(newest) = archives.last() else {
-            return Err(OpError::Refused(format!(
-                "server {id} has no archive to restore"
-            )));
+            return Err(OpError::Refused(format!("server {id} has no archive to restore")));
         };
-        tokio::fs::rename(newest, &dir)
-            .await
-            .map_err(OpError::io("restoring", newest.clone()))?;
+        tokio::fs::rename(newest, &dir).await.map_err(OpError::io("restoring", newest.clone()))?;
         tracing::info!(from = %newest.display(), "server data restored");
         Ok(())
     }
@@ -149,43 +142,61 @@ impl Operations {
         if let Some(found) = self.containers.find_ours(id).await? {
             self.containers.remove(&found.id).await?;
         }
-        for archive in self
-            .root
-            .archives(id)
-            .map_err(OpError::io("listing archives in", self.root.root()))?
-        {
-            tokio::fs::remove_dir_all(&archive)
-                .await
-                .map_err(OpError::io("purging", archive.clone()))?;
+        for archive in self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))? {
+            tokio::fs::remove_dir_all(&archive).await.map_err(OpError::io("purging", archive.clone()))?;
             tracing::info!(archive = %archive.display(), "archive purged");
         }
         Ok(())
     }
 
+    /// `docker system prune -a -f --volumes` inside the running server
+    /// (seed 000 §9.2); reports what the inner Docker said it reclaimed.
+    async fn cleanup(&self, id: ServerId) -> Result<serde_json::Value, OpError> {
+        let Some(found) = self.containers.find_ours(id).await?.filter(|f| f.state == ContainerState::Running) else {
+            return Err(OpError::Refused(format!("server {id} is not running; cleanup needs its Docker daemon")));
+        };
+        let out = self.containers.exec(&found.id, &["docker", "system", "prune", "-a", "-f", "--volumes"]).await?;
+        if out.exit_code != 0 {
+            // The inner daemon may still be starting: worth another try.
+            return Err(OpError::Inner(format!("docker system prune exited {}: {}", out.exit_code, out.stderr.trim())));
+        }
+        let reclaimed = parse_reclaimed(&out.stdout);
+        tracing::info!(reclaimed = reclaimed.as_deref().unwrap_or("?"), "inner docker pruned");
+        Ok(json!({
+            "reclaimed": reclaimed,
+            "reclaimed_bytes": reclaimed.as_deref().and_then(parse_size),
+        }))
+    }
+
+    /// Removes containers of ours labelled for a server that has no live
+    /// row (an orphan). A running one is refused: we never stop a container
+    /// we cannot explain. Data directories are never touched here.
+    async fn reap(&self, id: ServerId) -> Result<(), OpError> {
+        for seen in self.containers.list_managed().await?.into_iter().filter(|c| c.server_id == id) {
+            if seen.state == ContainerState::Running {
+                return Err(OpError::Refused(format!(
+                    "orphan container {} of server {id} is running; not stopping a container that belongs to no server",
+                    seen.container_id
+                )));
+            }
+            self.containers.remove(&seen.container_id).await?;
+            tracing::warn!(container = seen.container_id, "orphan container removed");
+        }
+        Ok(())
+    }
+
     /// Our container for the server, created from the spec when missing.
-    async fn ensure_container(
-        &self,
-        id: ServerId,
-        spec: Option<&ServerSpec>,
-    ) -> Result<String, OpError> {
+    async fn ensure_container(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<String, OpError> {
         if let Some(found) = self.containers.find_ours(id).await? {
             return Ok(found.id);
         }
-        let has_archive = !self
-            .root
-            .archives(id)
-            .map_err(OpError::io("listing archives in", self.root.root()))?
-            .is_empty();
+        let has_archive =
+            !self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))?.is_empty();
         if !self.root.data_exists(id) && has_archive {
-            return Err(OpError::Refused(format!(
-                "server {id} is deleted (its data is archived); restore it first"
-            )));
+            return Err(OpError::Refused(format!("server {id} is deleted (its data is archived); restore it first")));
         }
         // A job published by hand carries no spec: use the one written at create.
-        let spec = spec
-            .cloned()
-            .or_else(|| self.root.read_spec(id))
-            .unwrap_or_default();
+        let spec = spec.cloned().or_else(|| self.root.read_spec(id)).unwrap_or_default();
         self.prepare_dirs(id, &spec).await?;
         tracing::info!("container missing; recreating it from the spec");
         self.containers.create(id, &spec).await
@@ -193,9 +204,7 @@ impl Operations {
 
     async fn prepare_dirs(&self, id: ServerId, spec: &ServerSpec) -> Result<(), OpError> {
         for dir in [self.root.apps_dir(id), self.root.docker_dir(id)] {
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(OpError::io("creating", dir))?;
+            tokio::fs::create_dir_all(&dir).await.map_err(OpError::io("creating", dir))?;
         }
         let root = self.root.clone();
         let spec = spec.clone();
@@ -204,5 +213,40 @@ impl Operations {
             .await
             .map_err(|e| OpError::Refused(format!("writing spec: {e}")))?
             .map_err(OpError::io("writing", path))
+    }
+}
+
+/// The size in "Total reclaimed space: 1.234MB".
+fn parse_reclaimed(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|l| l.trim().strip_prefix("Total reclaimed space:")).map(|v| v.trim().to_owned())
+}
+
+/// Docker's human sizes ("0B", "12.5kB", "1.2MB", "3GB"), decimal units.
+fn parse_size(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let factor = match unit {
+        "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return None,
+    };
+    Some((number.trim().parse::<f64>().ok()? * factor).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_output_is_read_for_the_reclaimed_space() {
+        let out = "Deleted Images:\nuntagged: x\n\nTotal reclaimed space: 4.39MB\n";
+        assert_eq!(parse_reclaimed(out).as_deref(), Some("4.39MB"));
+        assert_eq!(parse_size("4.39MB"), Some(4_390_000));
+        assert_eq!(parse_size("0B"), Some(0));
+        assert_eq!(parse_size("12kB"), Some(12_000));
+        assert_eq!(parse_reclaimed("nothing"), None);
     }
 }

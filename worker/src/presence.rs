@@ -8,20 +8,14 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::HostPresence;
 
-pub async fn announce(
-    bucket: &kv::Store,
-    host: &str,
-    started_at: DateTime<Utc>,
-) -> anyhow::Result<()> {
+pub async fn announce(bucket: &kv::Store, host: &str, started_at: DateTime<Utc>) -> anyhow::Result<()> {
     let presence = HostPresence {
         host: host.to_owned(),
         started_at,
         seen_at: Utc::now(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    bucket
-        .put(host, serde_json::to_vec(&presence)?.into())
-        .await?;
+    bucket.put(host, serde_json::to_vec(&presence)?.into()).await?;
     Ok(())
 }
 
@@ -37,10 +31,7 @@ pub async fn run(bucket: kv::Store, host: String, every: Duration, shutdown: Can
             _ = tick.tick() => {}
         }
         if let Err(error) = announce(&bucket, &host, started_at).await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "presence: cannot announce this host"
-            );
+            tracing::warn!(error = format!("{error:#}"), "presence: cannot announce this host");
         }
     }
     if let Err(error) = bucket.delete(&host).await {

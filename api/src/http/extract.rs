@@ -26,10 +26,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        users::by_token(&state.db, token)
-            .await?
-            .map(CurrentUser)
-            .ok_or(ApiError::Unauthorized)
+        users::by_token(&state.db, token).await?.map(CurrentUser).ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -42,9 +39,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::JsonDataError(e)) => {
-                Err(ApiError::invalid("invalid_body", e.body_text()))
-            }
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::invalid("invalid_body", e.body_text())),
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }
@@ -52,7 +47,5 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// A server id from the path: digits only, positive.
 pub fn server_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<vsfleet_contract::ServerId>()
-        .map(|id| id.as_i64())
-        .map_err(|e| ApiError::BadRequest(e.to_string()))
+    raw.parse::<vsfleet_contract::ServerId>().map(|id| id.as_i64()).map_err(|e| ApiError::BadRequest(e.to_string()))
 }

@@ -8,7 +8,8 @@ use vsfleet_contract::{Action, ServerSpec};
 use super::extract::{ApiJson, CurrentUser, server_id};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::{jobs, lifecycle, servers};
+use crate::lifecycle::Actor;
+use crate::{hosts, jobs, lifecycle, monitor, servers};
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
@@ -25,11 +26,7 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> Reply {
     let database = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
     let broker = state.nats.connection_state() == async_nats::connection::State::Connected;
-    let status = if database && broker {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     ok(status, json!({ "database": database, "broker": broker }))
 }
 
@@ -50,15 +47,9 @@ pub async fn create_server(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateServer>,
 ) -> Reply {
-    let spec = ServerSpec {
-        cpus: body.cpus,
-        memory_mb: body.memory_mb,
-    };
+    let spec = ServerSpec { cpus: body.cpus, memory_mb: body.memory_mb };
     let (server, job) = lifecycle::create(&state, &user, &body.name, spec).await?;
-    ok(
-        StatusCode::ACCEPTED,
-        json!({ "server": server, "job": job }),
-    )
+    ok(StatusCode::ACCEPTED, json!({ "server": server, "job": job }))
 }
 
 #[derive(Deserialize)]
@@ -106,7 +97,7 @@ pub async fn delete_server(
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Reply {
-    let job = lifecycle::request(&state, &user, server_id(&id)?, Action::Delete).await?;
+    let job = lifecycle::request(&state, Actor::User(&user), server_id(&id)?, Action::Delete).await?;
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
 }
 
@@ -119,11 +110,11 @@ pub async fn server_action(
     // Create has its own route and delete is `DELETE /v1/servers/{id}`.
     let action = match action.parse::<Action>() {
         Ok(
-            a @ (Action::Start | Action::Stop | Action::Restart | Action::Restore | Action::Purge),
+            a @ (Action::Start | Action::Stop | Action::Restart | Action::Restore | Action::Purge | Action::Cleanup),
         ) => a,
         _ => return Err(ApiError::NotFound("route")),
     };
-    let job = lifecycle::request(&state, &user, id, action).await?;
+    let job = lifecycle::request(&state, Actor::User(&user), id, action).await?;
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
 }
 
@@ -134,32 +125,49 @@ pub async fn server_jobs(
 ) -> Reply {
     let id = server_id(&id)?;
     servers::get_visible(&state.db, &user, id).await?;
-    ok(
-        StatusCode::OK,
-        json!({ "jobs": jobs::for_server(&state.db, id).await? }),
-    )
+    ok(StatusCode::OK, json!({ "jobs": jobs::for_server(&state.db, id).await? }))
 }
 
 /// A job is visible to its requester, the server's owner, and admins. Jobs
 /// outlive purged servers, so the requester is checked first.
-pub async fn get_job(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
-) -> Reply {
-    let id: vsfleet_contract::JobId = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id (a UUID)")))?;
-    let job = jobs::get(&state.db, &id.to_string())
-        .await?
-        .ok_or(ApiError::NotFound("job"))?;
+pub async fn get_job(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<String>) -> Reply {
+    let id: vsfleet_contract::JobId =
+        id.parse().map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id (a UUID)")))?;
+    let job = jobs::get(&state.db, &id.to_string()).await?.ok_or(ApiError::NotFound("job"))?;
     let visible = user.is_admin
         || job.requested_by == Some(user.id)
-        || servers::get(&state.db, job.server_id)
-            .await?
-            .is_some_and(|s| s.owner_id == user.id);
+        || servers::get(&state.db, job.server_id).await?.is_some_and(|s| s.owner_id == user.id);
     if !visible {
         return Err(ApiError::NotFound("job"));
     }
     ok(StatusCode::OK, json!({ "job": job }))
+}
+
+/// The containers inside a server, as the monitor last saw them.
+pub async fn server_containers(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Reply {
+    let id = server_id(&id)?;
+    servers::get_visible(&state.db, &user, id).await?;
+    ok(StatusCode::OK, json!({ "containers": monitor::list(&state.db, id).await? }))
+}
+
+/// Worker hosts (admins only): alive or not, and what their last sync found.
+pub async fn hosts(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Reply {
+    if !user.is_admin {
+        return Err(ApiError::NotFound("route"));
+    }
+    let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
+    let alive = hosts::alive(&state.hosts, max_age).await?;
+    let syncs = state.syncs.lock().expect("not poisoned").clone();
+    let mut names: Vec<String> = alive.iter().cloned().chain(syncs.keys().cloned()).collect();
+    names.sort();
+    names.dedup();
+    let list: Vec<Value> = names
+        .into_iter()
+        .map(|h| json!({ "host": h, "alive": alive.contains(&h), "last_sync": syncs.get(&h) }))
+        .collect();
+    ok(StatusCode::OK, json!({ "hosts": list }))
 }

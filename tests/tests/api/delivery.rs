@@ -14,20 +14,10 @@ mod bytes_free {
 
     /// Publishes on JetStream with the given `Nats-Msg-Id` and returns
     /// whether JetStream dropped it as a duplicate.
-    pub async fn publish_with_id(
-        js: &jetstream::Context,
-        subject: String,
-        msg_id: &str,
-        payload: String,
-    ) -> bool {
+    pub async fn publish_with_id(js: &jetstream::Context, subject: String, msg_id: &str, payload: String) -> bool {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-        let ack = js
-            .publish_with_headers(subject, headers, payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let ack = js.publish_with_headers(subject, headers, payload.into()).await.unwrap().await.unwrap();
         ack.duplicate
     }
 }
@@ -46,31 +36,16 @@ async fn a_job_delivered_twice_leaves_one_container() {
     let subject = format!("{}.jobs.{}.create", app.prefix(), app.host());
 
     // The same message id again: JetStream drops it.
-    assert!(
-        publish_with_id(&app.js, subject.clone(), &job_id, payload.clone()).await,
-        "dedup did not drop the repeat"
-    );
+    assert!(publish_with_id(&app.js, subject.clone(), &job_id, payload.clone()).await, "dedup did not drop the repeat");
 
     // The same job under new message ids, as a redelivery after a lost ack
     // would bring it: the worker runs create twice more.
     for n in 0..2 {
-        assert!(
-            !publish_with_id(
-                &app.js,
-                subject.clone(),
-                &format!("{job_id}-again-{n}"),
-                payload.clone()
-            )
-            .await
-        );
+        assert!(!publish_with_id(&app.js, subject.clone(), &format!("{job_id}-again-{n}"), payload.clone()).await);
     }
     app.wait_jobs_drained().await;
 
-    assert_eq!(
-        app.our_containers().await,
-        vec![container.clone()],
-        "a repeated create made another container"
-    );
+    assert_eq!(app.our_containers().await, vec![container.clone()], "a repeated create made another container");
     let c = app.inspect(id).await.unwrap();
     assert_eq!(c.state.unwrap().running, Some(true));
     let server = app.server(id).await;
@@ -78,11 +53,8 @@ async fn a_job_delivered_twice_leaves_one_container() {
         (server["status"].as_str(), server["container_id"].as_str()),
         (Some("running"), Some(container.as_str()))
     );
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ?")
-        .bind(id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ?").bind(id).fetch_one(&app.db).await.unwrap();
     assert_eq!(count, 1, "the repeats are the same job, not new ones");
     app.teardown().await;
 }
@@ -94,24 +66,14 @@ async fn a_job_published_by_hand_runs_and_shows_in_the_api() {
 
     // Exactly what `nats pub <prefix>.jobs.<host>.stop '{"server_id": N}'` sends.
     let subject = format!("{}.jobs.{}.stop", app.prefix(), app.host());
-    app.nats
-        .publish(subject, format!(r#"{{"server_id": {id}}}"#).into())
-        .await
-        .unwrap();
+    app.nats.publish(subject, format!(r#"{{"server_id": {id}}}"#).into()).await.unwrap();
     app.nats.flush().await.unwrap();
 
     app.wait_status(id, "stopped").await;
-    assert_eq!(
-        app.inspect(id).await.unwrap().state.unwrap().running,
-        Some(false)
-    );
+    assert_eq!(app.inspect(id).await.unwrap().state.unwrap().running, Some(false));
     let job = eventually("the hand-published job is recorded as finished", || async {
         let (_, body) = app.get(&format!("/v1/servers/{id}/jobs")).await;
-        body["jobs"]
-            .as_array()?
-            .iter()
-            .find(|j| j["action"] == "stop" && j["status"] == "succeeded")
-            .cloned()
+        body["jobs"].as_array()?.iter().find(|j| j["action"] == "stop" && j["status"] == "succeeded").cloned()
     })
     .await;
     assert_eq!(job["origin"], "nats");

@@ -16,46 +16,19 @@ async fn bad_input_gets_the_documented_error() {
     let token = app.admin_token.clone();
 
     let (status, body) = app.call(Method::GET, "/v1/servers", None, None).await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::UNAUTHORIZED, "unauthorized")
-    );
-    let (status, _) = app
-        .call(Method::GET, "/v1/servers", Some("vsf_not_a_token"), None)
-        .await;
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (status, _) = app.call(Method::GET, "/v1/servers", Some("vsf_not_a_token"), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    for name in [
-        "ab",
-        "web-server",
-        "x".repeat(31).as_str(),
-        "ok/../../etc",
-        " lead",
-    ] {
+    for name in ["ab", "web-server", "x".repeat(31).as_str(), "ok/../../etc", " lead"] {
         let (status, body) = app.post("/v1/servers", json!({ "name": name })).await;
-        assert_eq!(
-            (status, code(&body)),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name"),
-            "{name:?}: {body}"
-        );
-        assert!(
-            body["error"]["message"].as_str().unwrap().contains("name"),
-            "{body}"
-        );
+        assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name"), "{name:?}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("name"), "{body}");
     }
-    let (status, body) = app
-        .post("/v1/servers", json!({ "name": "geras", "cpus": 0 }))
-        .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec")
-    );
+    let (status, body) = app.post("/v1/servers", json!({ "name": "geras", "cpus": 0 })).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"));
     let (status, body) = app.post("/v1/servers", json!({ "nme": "geras" })).await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        "{body}"
-    );
+    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"), "{body}");
     let resp = app
         .http
         .post(format!("http://{}/v1/servers", app.addr))
@@ -71,29 +44,16 @@ async fn bad_input_gets_the_documented_error() {
 
     for bad in ["abc", "0", "-1", "1.5", "99999999999999999999"] {
         let (status, body) = app.get(&format!("/v1/servers/{bad}")).await;
-        assert_eq!(
-            (status, code(&body)),
-            (StatusCode::BAD_REQUEST, "bad_request"),
-            "{bad}: {body}"
-        );
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "bad_request"), "{bad}: {body}");
     }
     let (status, body) = app.get("/v1/servers/424242").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (status, body) = app.get("/v1/jobs/not-a-uuid").await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "bad_request")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "bad_request"));
 
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM servers")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM servers").fetch_one(&app.db).await.unwrap();
     assert_eq!(rows, 0, "a refused request wrote a server");
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs").fetch_one(&app.db).await.unwrap();
     assert_eq!(rows, 0, "a refused request wrote a job");
     app.teardown().await;
 }
@@ -109,39 +69,16 @@ async fn another_users_server_is_not_found() {
         (Method::DELETE, format!("/v1/servers/{id}")),
         (Method::GET, format!("/v1/servers/{id}/jobs")),
     ] {
-        let (status, body) = app
-            .call(method.clone(), &path, Some(&other), Some(json!({})))
-            .await;
-        assert_eq!(
-            (status, code(&body)),
-            (StatusCode::NOT_FOUND, "not_found"),
-            "{method} {path}: {body}"
-        );
+        let (status, body) = app.call(method.clone(), &path, Some(&other), Some(json!({}))).await;
+        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{method} {path}: {body}");
     }
     let (_, job_id): (i64, String) =
-        sqlx::query_as("SELECT server_id, id FROM jobs WHERE server_id = ?")
-            .bind(id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    let (status, _) = app
-        .call(
-            Method::GET,
-            &format!("/v1/jobs/{job_id}"),
-            Some(&other),
-            None,
-        )
-        .await;
+        sqlx::query_as("SELECT server_id, id FROM jobs WHERE server_id = ?").bind(id).fetch_one(&app.db).await.unwrap();
+    let (status, _) = app.call(Method::GET, &format!("/v1/jobs/{job_id}"), Some(&other), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, list) = app
-        .call(Method::GET, "/v1/servers", Some(&other), None)
-        .await;
+    let (_, list) = app.call(Method::GET, "/v1/servers", Some(&other), None).await;
     assert_eq!(list["servers"], json!([]));
-    assert_eq!(
-        app.server(id).await["status"],
-        "running",
-        "the other user changed nothing"
-    );
+    assert_eq!(app.server(id).await["status"], "running", "the other user changed nothing");
     app.teardown().await;
 }
 
@@ -150,21 +87,9 @@ async fn a_transition_the_state_does_not_allow_gets_409() {
     let app = spawn_app().await;
     let id = app.create_running("būsena", json!({})).await;
     for action in ["start", "restore", "purge"] {
-        let (status, body) = app
-            .post(&format!("/v1/servers/{id}/{action}"), json!({}))
-            .await;
-        assert_eq!(
-            (status, code(&body)),
-            (StatusCode::CONFLICT, "invalid_transition"),
-            "{action}: {body}"
-        );
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("running"),
-            "{body}"
-        );
+        let (status, body) = app.post(&format!("/v1/servers/{id}/{action}"), json!({})).await;
+        assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "invalid_transition"), "{action}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("running"), "{body}");
     }
     app.teardown().await;
 }
@@ -179,14 +104,8 @@ async fn a_request_while_a_job_is_in_flight_gets_409_naming_it() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let queued = body["job"]["id"].as_str().unwrap().to_owned();
     for action in ["start", "restart", "stop"] {
-        let (status, body) = app
-            .post(&format!("/v1/servers/{id}/{action}"), json!({}))
-            .await;
-        assert_eq!(
-            (status, code(&body)),
-            (StatusCode::CONFLICT, "job_in_flight"),
-            "{body}"
-        );
+        let (status, body) = app.post(&format!("/v1/servers/{id}/{action}"), json!({})).await;
+        assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "job_in_flight"), "{body}");
         assert_eq!(body["error"]["job_id"], queued.as_str());
         assert!(body["error"]["message"].as_str().unwrap().contains(&queued));
     }
@@ -207,57 +126,35 @@ async fn concurrent_requests_for_one_server_accept_exactly_one_and_never_lock_th
         let token = token.clone();
         async move {
             if n % 2 == 0 {
-                app_ref
-                    .call(
-                        Method::POST,
-                        &format!("/v1/servers/{id}/restart"),
-                        Some(&token),
-                        Some(json!({})),
-                    )
-                    .await
-                    .0
+                app_ref.call(Method::POST, &format!("/v1/servers/{id}/restart"), Some(&token), Some(json!({}))).await.0
             } else {
                 let name = format!("vardas {n}");
                 app_ref
-                    .call(
-                        Method::PATCH,
-                        &format!("/v1/servers/{id}"),
-                        Some(&token),
-                        Some(json!({ "name": name })),
-                    )
+                    .call(Method::PATCH, &format!("/v1/servers/{id}"), Some(&token), Some(json!({ "name": name })))
                     .await
                     .0
             }
         }
     });
     let statuses = futures::future::join_all(requests).await;
-    let accepted = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::ACCEPTED)
-        .count();
-    let conflicts = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::CONFLICT)
-        .count();
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count();
+    let conflicts = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
     let renamed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!((accepted, conflicts, renamed), (1, 19, 20), "{statuses:?}");
-    let (in_flight,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN ('queued', 'running')",
-    )
-    .bind(id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    let (in_flight,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN ('queued', 'running')")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert_eq!(in_flight, 1);
     app.start_worker().await;
     eventually("the restart finishes", || async {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status = 'succeeded'",
-        )
-        .bind(id)
-        .fetch_one(&app.db)
-        .await
-        .ok()?;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status = 'succeeded'")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .ok()?;
         (n == 2).then_some(())
     })
     .await;
@@ -274,12 +171,6 @@ async fn the_worker_refuses_a_runtime_docker_does_not_know() {
         Ok(_) => panic!("the worker started with an unregistered runtime"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(
-        err.contains("vsfleet-no-such-runtime") && err.contains("not registered"),
-        "{err}"
-    );
-    assert!(
-        err.contains("runc"),
-        "the message lists the registered runtimes: {err}"
-    );
+    assert!(err.contains("vsfleet-no-such-runtime") && err.contains("not registered"), "{err}");
+    assert!(err.contains("runc"), "the message lists the registered runtimes: {err}");
 }

@@ -51,17 +51,10 @@ fn rand_u32() -> u32 {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::Builder::new()
-        .prefix("vsfleet-test-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("vsfleet-test-").tempdir().unwrap();
     let nats_server = NatsServer::start(&dir.path().join("nats"));
     let id = unique();
-    let docker = Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap();
+    let docker = Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap();
     let network = format!("vsft-{id}");
     docker
         .create_network(NetworkCreateRequest {
@@ -107,12 +100,8 @@ pub async fn spawn_app() -> TestApp {
         dir,
     };
     app.start_api().await;
-    app.db = SqlitePool::connect(&app.settings.database.url)
-        .await
-        .unwrap();
-    let (_, token) = vsfleet_api::users::create(&app.db, "admin@example.test", true)
-        .await
-        .unwrap();
+    app.db = SqlitePool::connect(&app.settings.database.url).await.unwrap();
+    let (_, token) = vsfleet_api::users::create(&app.db, "admin@example.test", true).await.unwrap();
     app.admin_token = token;
     app.start_worker().await;
     app
@@ -120,12 +109,8 @@ pub async fn spawn_app() -> TestApp {
 
 impl TestApp {
     pub async fn start_api(&mut self) {
-        let listener = tokio::net::TcpListener::bind(self.settings.api.listen)
-            .await
-            .unwrap();
-        let api = vsfleet_api::Application::build(self.settings.clone(), listener)
-            .await
-            .expect("api builds");
+        let listener = tokio::net::TcpListener::bind(self.settings.api.listen).await.unwrap();
+        let api = vsfleet_api::Application::build(self.settings.clone(), listener).await.expect("api builds");
         self.addr = api.local_addr();
         // Keep the port if the api is restarted.
         self.settings.api.listen = self.addr;
@@ -138,9 +123,7 @@ impl TestApp {
     }
 
     pub async fn start_worker(&mut self) {
-        let worker = vsfleet_worker::Worker::build(self.settings.clone())
-            .await
-            .expect("worker builds");
+        let worker = vsfleet_worker::Worker::build(self.settings.clone()).await.expect("worker builds");
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
@@ -153,10 +136,7 @@ impl TestApp {
     pub async fn stop_worker(&mut self) {
         if let Some((stop, task)) = self.worker.take() {
             stop.cancel();
-            tokio::time::timeout(WAIT, task)
-                .await
-                .expect("worker stops in time")
-                .unwrap();
+            tokio::time::timeout(WAIT, task).await.expect("worker stops in time").unwrap();
         }
     }
 
@@ -177,10 +157,7 @@ impl TestApp {
     }
 
     pub async fn create_user(&self, email: &str) -> String {
-        vsfleet_api::users::create(&self.db, email, false)
-            .await
-            .unwrap()
-            .1
+        vsfleet_api::users::create(&self.db, email, false).await.unwrap().1
     }
 
     pub async fn call(
@@ -190,9 +167,7 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("http://{}{path}", self.addr));
+        let mut req = self.http.request(method, format!("http://{}{path}", self.addr));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -207,18 +182,11 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            path,
-            Some(&self.admin_token.clone()),
-            Some(body),
-        )
-        .await
+        self.call(Method::POST, path, Some(&self.admin_token.clone()), Some(body)).await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(&self.admin_token.clone()), None)
-            .await
+        self.call(Method::GET, path, Some(&self.admin_token.clone()), None).await
     }
 
     /// POST /v1/servers and wait for the create job to succeed.
@@ -237,16 +205,9 @@ impl TestApp {
     /// Requests an action and waits for its job to finish; returns the job.
     pub async fn act(&self, id: i64, action: &str) -> Value {
         let (status, body) = if action == "delete" {
-            self.call(
-                Method::DELETE,
-                &format!("/v1/servers/{id}"),
-                Some(&self.admin_token.clone()),
-                None,
-            )
-            .await
+            self.call(Method::DELETE, &format!("/v1/servers/{id}"), Some(&self.admin_token.clone()), None).await
         } else {
-            self.post(&format!("/v1/servers/{id}/{action}"), json!({}))
-                .await
+            self.post(&format!("/v1/servers/{id}/{action}"), json!({})).await
         };
         assert_eq!(status, StatusCode::ACCEPTED, "{action}: {body}");
         self.wait_job(body["job"]["id"].as_str().unwrap()).await
@@ -255,8 +216,7 @@ impl TestApp {
     pub async fn wait_job(&self, job_id: &str) -> Value {
         eventually(&format!("job {job_id} finishes"), || async move {
             let (_, body) = self.get(&format!("/v1/jobs/{job_id}")).await;
-            matches!(body["job"]["status"].as_str(), Some("succeeded" | "failed"))
-                .then(|| body["job"].clone())
+            matches!(body["job"]["status"].as_str(), Some("succeeded" | "failed")).then(|| body["job"].clone())
         })
         .await
     }
@@ -276,30 +236,15 @@ impl TestApp {
     }
 
     pub async fn inspect(&self, id: i64) -> Option<ContainerInspectResponse> {
-        self.docker
-            .inspect_container(&self.container_name(id), None)
-            .await
-            .ok()
+        self.docker.inspect_container(&self.container_name(id), None).await.ok()
     }
 
     /// Every container that carries this test's host label.
     pub async fn our_containers(&self) -> Vec<String> {
-        let filters = std::collections::HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{}={}", labels::HOST, self.host())],
-        )]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        self.docker
-            .list_containers(Some(options))
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|c| c.id)
-            .collect()
+        let filters =
+            std::collections::HashMap::from([("label".to_owned(), vec![format!("{}={}", labels::HOST, self.host())])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        self.docker.list_containers(Some(options)).await.unwrap().into_iter().filter_map(|c| c.id).collect()
     }
 
     /// Waits until JetStream holds no job for this host: nothing pending,
@@ -307,13 +252,8 @@ impl TestApp {
     pub async fn wait_jobs_drained(&self) {
         let name = format!("worker-{}", self.host());
         eventually("the jobs consumer drains", || async {
-            let stream = self
-                .js
-                .get_stream(format!("{}_jobs", self.prefix()))
-                .await
-                .ok()?;
-            let mut consumer: jetstream::consumer::PullConsumer =
-                stream.get_consumer(&name).await.ok()?;
+            let stream = self.js.get_stream(format!("{}_jobs", self.prefix())).await.ok()?;
+            let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&name).await.ok()?;
             let info = consumer.info().await.ok()?;
             (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
         })
@@ -326,49 +266,24 @@ impl TestApp {
         self.stop_worker().await;
         if let Some((stop, task)) = self.api.take() {
             stop.cancel();
-            tokio::time::timeout(WAIT, task)
-                .await
-                .expect("api stops in time")
-                .unwrap();
+            tokio::time::timeout(WAIT, task).await.expect("api stops in time").unwrap();
         }
         for id in self.our_containers().await {
-            let options = bollard::query_parameters::RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            };
-            self.docker
-                .remove_container(&id, Some(options))
-                .await
-                .unwrap();
+            let options = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
+            self.docker.remove_container(&id, Some(options)).await.unwrap();
         }
         self.docker.remove_network(&self.network).await.unwrap();
         let prefix = self.prefix().to_owned();
-        for stream in [format!("{prefix}_jobs"), format!("{prefix}_events")] {
+        for stream in [format!("{prefix}_jobs"), format!("{prefix}_events"), format!("{prefix}_schedule")] {
             self.js.delete_stream(&stream).await.unwrap();
         }
-        self.js
-            .delete_key_value(format!("{prefix}_hosts"))
-            .await
-            .unwrap();
+        self.js.delete_key_value(format!("{prefix}_hosts")).await.unwrap();
 
+        assert!(self.our_containers().await.is_empty(), "containers left behind");
+        assert!(self.docker.inspect_network(&self.network, None).await.is_err(), "network left behind");
+        let names: Vec<String> = futures::TryStreamExt::try_collect(self.js.stream_names()).await.unwrap();
         assert!(
-            self.our_containers().await.is_empty(),
-            "containers left behind"
-        );
-        assert!(
-            self.docker
-                .inspect_network(&self.network, None)
-                .await
-                .is_err(),
-            "network left behind"
-        );
-        let names: Vec<String> = futures::TryStreamExt::try_collect(self.js.stream_names())
-            .await
-            .unwrap();
-        assert!(
-            !names
-                .iter()
-                .any(|n| n.starts_with(&prefix) || n == &format!("KV_{prefix}_hosts")),
+            !names.iter().any(|n| n.starts_with(&prefix) || n == &format!("KV_{prefix}_hosts")),
             "streams left: {names:?}"
         );
         self.db.close().await;
@@ -389,19 +304,12 @@ impl Drop for TestApp {
             stop.cancel();
         }
         let filter = format!("label={}={}", labels::HOST, self.settings.worker.host_id);
-        if let Ok(out) = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
+        if let Ok(out) = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
             for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f", id])
-                    .output();
+                let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
             }
         }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
+        let _ = std::process::Command::new("docker").args(["network", "rm", &self.network]).output();
         if std::thread::panicking() {
             eprintln!("--- nats-server log ---\n{}", self.nats_server.log());
         }
@@ -419,10 +327,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

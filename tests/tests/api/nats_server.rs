@@ -26,12 +26,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {} (run scripts/ensure-nats-server): {e}",
-                    bin.display()
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot run {} (run scripts/ensure-nats-server): {e}", bin.display()));
         let ports = dir.join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(10);
         let url = loop {
@@ -41,18 +36,10 @@ impl NatsServer {
             {
                 break url.to_owned();
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start; see {}",
-                dir.join("nats.log").display()
-            );
+            assert!(Instant::now() < deadline, "nats-server did not start; see {}", dir.join("nats.log").display());
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self {
-            child,
-            url,
-            dir: dir.to_owned(),
-        }
+        Self { child, url, dir: dir.to_owned() }
     }
 
     pub fn url(&self) -> &str {
@@ -68,13 +55,8 @@ fn binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
         return bin.into();
     }
-    let installed =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/nats-server/bin/nats-server");
-    if installed.exists() {
-        installed
-    } else {
-        "nats-server".into()
-    }
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/nats-server/bin/nats-server");
+    if installed.exists() { installed } else { "nats-server".into() }
 }
 
 impl Drop for NatsServer {

@@ -1,0 +1,189 @@
+//! Reconciling a host's inventory with the database (seed 001: the database
+//! says what should exist; Docker shows what does). `plan` is pure, so it
+//! is tested and benchmarked on its own; `apply` loads, plans and writes in
+//! one transaction.
+//!
+//! Rules: `running`/`stopped` follow the container; a server whose
+//! container is gone becomes `missing`; `data_exists` follows the disk.
+//! Servers with a job in flight, in a job's transient state, deleted, or
+//! changed after the inventory was taken are left alone. Containers with
+//! our labels that belong to no live server are orphans.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use vsfleet_contract::{ContainerState, SeenContainer, ServerId, ServerStatus};
+
+use crate::db::{Db, begin_write};
+
+/// What `plan` needs of a server row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Known {
+    pub id: i64,
+    pub status: String,
+    pub container_id: Option<String>,
+    pub data_exists: bool,
+    pub updated_at: DateTime<Utc>,
+    /// A job for it is queued or running.
+    pub busy: bool,
+}
+
+/// A whole host's inventory (all parts joined).
+#[derive(Debug, Clone, Default)]
+pub struct HostInventory {
+    pub at: DateTime<Utc>,
+    pub containers: Vec<SeenContainer>,
+    pub data_dirs: Vec<ServerId>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub id: i64,
+    pub status: ServerStatus,
+    pub container_id: Option<String>,
+    pub data_exists: bool,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub orphans: Vec<SeenContainer>,
+}
+
+pub fn plan(known: &[Known], inventory: &HostInventory) -> Plan {
+    let mut containers: HashMap<i64, &SeenContainer> = HashMap::with_capacity(inventory.containers.len());
+    for c in &inventory.containers {
+        // Two containers for one server (a stray): the running one speaks.
+        let slot = containers.entry(c.server_id.as_i64()).or_insert(c);
+        if c.state == ContainerState::Running {
+            *slot = c;
+        }
+    }
+    let data: HashSet<i64> = inventory.data_dirs.iter().map(|id| id.as_i64()).collect();
+    let mut live = HashSet::with_capacity(known.len());
+    let mut out = Plan::default();
+    for server in known {
+        let status: ServerStatus = server.status.parse().unwrap_or(ServerStatus::Failed);
+        if status != ServerStatus::Deleted {
+            live.insert(server.id);
+        }
+        if server.busy || server.updated_at > inventory.at {
+            continue;
+        }
+        let seen = containers.get(&server.id);
+        let state = seen.map_or(ContainerState::Absent, |c| c.state);
+        let Some(next) = status.drifted(state).or(match status {
+            ServerStatus::Creating | ServerStatus::Deleting | ServerStatus::Deleted => None,
+            other => Some(other),
+        }) else {
+            continue;
+        };
+        let container_id = seen.map(|c| c.container_id.clone()).or_else(|| {
+            // A failed server keeps the id it had; the others follow Docker.
+            (next == ServerStatus::Failed).then(|| server.container_id.clone()).flatten()
+        });
+        let data_exists = data.contains(&server.id);
+        if next != status || container_id != server.container_id || data_exists != server.data_exists {
+            out.changes.push(Change { id: server.id, status: next, container_id, data_exists });
+        }
+    }
+    out.orphans = inventory.containers.iter().filter(|c| !live.contains(&c.server_id.as_i64())).cloned().collect();
+    out
+}
+
+/// Loads the host's servers, plans, and writes the changes in one transaction.
+pub async fn apply(db: &Db, host: &str, inventory: &HostInventory) -> anyhow::Result<Plan> {
+    let mut tx = begin_write(db).await?;
+    let known: Vec<Known> = sqlx::query_as(
+        "SELECT s.id, s.status, s.container_id, s.data_exists, s.updated_at,
+                EXISTS (SELECT 1 FROM jobs j WHERE j.server_id = s.id AND j.status IN ('queued', 'running')) AS busy
+         FROM servers s WHERE s.host = ?",
+    )
+    .bind(host)
+    .fetch_all(&mut *tx)
+    .await?;
+    let plan = plan(&known, inventory);
+    let now = Utc::now();
+    for change in &plan.changes {
+        sqlx::query("UPDATE servers SET status = ?, container_id = ?, data_exists = ?, updated_at = ? WHERE id = ?")
+            .bind(change.status.as_str())
+            .bind(&change.container_id)
+            .bind(change.data_exists)
+            .bind(now)
+            .bind(change.id)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(server_id = change.id, status = %change.status, "sync: server brought in line with its host");
+    }
+    tx.commit().await?;
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(id: i64, status: &str, container: Option<&str>) -> Known {
+        Known {
+            id,
+            status: status.into(),
+            container_id: container.map(Into::into),
+            data_exists: true,
+            updated_at: DateTime::from_timestamp(1_000, 0).unwrap(),
+            busy: false,
+        }
+    }
+
+    fn seen(id: i64, container: &str, state: ContainerState) -> SeenContainer {
+        SeenContainer { server_id: ServerId::new(id).unwrap(), container_id: container.into(), state }
+    }
+
+    fn inventory(containers: Vec<SeenContainer>, data: &[i64]) -> HostInventory {
+        HostInventory {
+            at: DateTime::from_timestamp(2_000, 0).unwrap(),
+            containers,
+            data_dirs: data.iter().map(|&n| ServerId::new(n).unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn servers_follow_their_containers_and_disk() {
+        let db = [known(1, "running", Some("a")), known(2, "running", Some("b")), known(3, "stopped", Some("c"))];
+        let inv =
+            inventory(vec![seen(1, "a", ContainerState::Running), seen(3, "c", ContainerState::Running)], &[1, 3]);
+        let plan = plan(&db, &inv);
+        assert_eq!(
+            plan.changes,
+            vec![
+                Change { id: 2, status: ServerStatus::Missing, container_id: None, data_exists: false },
+                Change { id: 3, status: ServerStatus::Running, container_id: Some("c".into()), data_exists: true },
+            ]
+        );
+        assert!(plan.orphans.is_empty());
+    }
+
+    #[test]
+    fn busy_transient_deleted_and_newer_rows_are_left_alone() {
+        let mut busy = known(1, "running", Some("a"));
+        busy.busy = true;
+        let mut newer = known(4, "running", Some("d"));
+        newer.updated_at = DateTime::from_timestamp(3_000, 0).unwrap();
+        let db = [busy, known(2, "creating", None), known(3, "deleted", None), newer];
+        assert_eq!(plan(&db, &inventory(vec![], &[])).changes, vec![]);
+    }
+
+    #[test]
+    fn containers_of_no_live_server_are_orphans() {
+        let db = [known(1, "running", Some("a")), known(2, "deleted", None)];
+        let inv = inventory(
+            vec![
+                seen(1, "a", ContainerState::Running),
+                seen(2, "b", ContainerState::Stopped),
+                seen(9, "z", ContainerState::Stopped),
+            ],
+            &[1],
+        );
+        let orphans: Vec<_> = plan(&db, &inv).orphans.into_iter().map(|c| c.server_id.get()).collect();
+        assert_eq!(orphans, [2, 9]);
+    }
+}

@@ -1,0 +1,122 @@
+//! The api's share of the periodic jobs: dropping stale inner-container
+//! rows (cleanup) and purging deleted servers whose `purge_after` has passed
+//! (seed 004's never-built 24-hour auto-purge). Sync ticks are the workers'.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use vsfleet_contract::Action;
+use vsfleet_contract::schedule::{Periodic, Tick};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::lifecycle::{self, Actor};
+
+pub async fn consumer(
+    schedule: &jetstream::stream::Stream,
+    settings: &vsfleet_contract::Settings,
+) -> anyhow::Result<PullConsumer> {
+    let subjects = settings.subjects();
+    let name = subjects.api_schedule_consumer();
+    schedule
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects.schedule_wildcard(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating schedule consumer {name}"))
+}
+
+pub async fn run(consumer: PullConsumer, state: AppState, shutdown: CancellationToken) {
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "schedule: cannot pull; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = messages.next() => match next {
+                    Some(Ok(m)) => m,
+                    _ => break,
+                },
+            };
+            let outcome = match serde_json::from_slice::<Tick>(&message.payload) {
+                Ok(tick) => handle(&state, &tick).await,
+                Err(error) => {
+                    tracing::error!(%error, "schedule: unreadable tick dropped");
+                    Ok(())
+                }
+            };
+            let ack = match outcome {
+                Ok(()) => AckKind::Ack,
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "schedule: periodic job failed; retrying");
+                    AckKind::Nak(Some(Duration::from_secs(2)))
+                }
+            };
+            let _ = message.ack_with(ack).await;
+        }
+    }
+}
+
+async fn handle(state: &AppState, tick: &Tick) -> anyhow::Result<()> {
+    match tick.kind {
+        Periodic::Sync => Ok(()),
+        Periodic::Cleanup => {
+            let dropped = drop_stale_containers(state).await?;
+            if dropped > 0 {
+                tracing::info!(dropped, "cleanup: stale inner-container rows dropped");
+            }
+            Ok(())
+        }
+        Periodic::Purge => purge_expired(state).await,
+    }
+}
+
+/// Seed 003 §7.1: rows not refreshed for five minutes (configurable).
+pub async fn drop_stale_containers(state: &AppState) -> Result<u64, sqlx::Error> {
+    let ttl = chrono::Duration::seconds(state.settings.api.container_rows_ttl_secs as i64);
+    let done = sqlx::query("DELETE FROM server_containers WHERE updated_at < ?")
+        .bind(Utc::now() - ttl)
+        .execute(&state.db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Requests a purge for every deleted server past its `purge_after`. A
+/// server restored meanwhile is no longer `deleted` and is left alone.
+pub async fn purge_expired(state: &AppState) -> anyhow::Result<()> {
+    let due: Vec<(i64,)> = sqlx::query_as(
+        "SELECT id FROM servers WHERE status = 'deleted' AND purge_after <= ? ORDER BY purge_after LIMIT 500",
+    )
+    .bind(Utc::now())
+    .fetch_all(&state.db)
+    .await?;
+    for (id,) in due {
+        match lifecycle::request(state, Actor::Scheduler, id, Action::Purge).await {
+            Ok(job) => tracing::info!(server_id = id, job_id = %job.id, "auto-purge: retention over"),
+            // Already being purged, or restored in the meantime.
+            Err(ApiError::JobInFlight(_) | ApiError::InvalidTransition { .. } | ApiError::NotFound(_)) => {}
+            Err(error) => return Err(anyhow::Error::new(error).context(format!("auto-purge of server {id}"))),
+        }
+    }
+    Ok(())
+}

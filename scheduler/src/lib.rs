@@ -1,0 +1,95 @@
+//! The vsfleet scheduler: emits the periodic jobs onto JetStream — sync
+//! (every host reports; the api reconciles), cleanup (stale inner-container
+//! rows) and purge (deleted servers past `purge_after`).
+//!
+//! It holds no state. Each job's message id is `{kind}-{period}` (see
+//! [`vsfleet_contract::schedule`]), so any number of replicas emit each
+//! period's job once: JetStream drops the repeats.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use vsfleet_contract::schedule::{Periodic, Tick, until_next_period};
+use vsfleet_contract::{Settings, Subjects};
+
+pub struct Scheduler {
+    js: jetstream::Context,
+    subjects: Subjects,
+    intervals: Vec<(Periodic, Duration)>,
+}
+
+impl Scheduler {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("vsfleet-scheduler")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(&settings.nats.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", settings.nats.url))?;
+        let js = jetstream::new(nats);
+        vsfleet_contract::jetstream::ensure(&js, settings).await?;
+        let s = &settings.scheduler;
+        let intervals = vec![
+            (Periodic::Sync, Duration::from_millis(s.sync_interval_ms)),
+            (Periodic::Cleanup, Duration::from_millis(s.cleanup_interval_ms)),
+            (Periodic::Purge, Duration::from_millis(s.purge_interval_ms)),
+        ];
+        Ok(Self { js, subjects: settings.subjects(), intervals })
+    }
+
+    /// Emits every kind at the start of each of its periods until shut down.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let tasks: Vec<_> = self
+            .intervals
+            .iter()
+            .map(|&(kind, every)| {
+                let js = self.js.clone();
+                let subject = self.subjects.schedule(kind);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { emit_every(js, subject, kind, every, shutdown).await })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn emit_every(
+    js: jetstream::Context,
+    subject: String,
+    kind: Periodic,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(kind = kind.as_str(), ?every, "emitting periodic job");
+    loop {
+        // Aligned to the wall clock, so replicas aim at the same periods.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(until_next_period(every, Utc::now())) => {}
+        }
+        let tick = Tick::at(kind, every, Utc::now());
+        match emit(&js, &subject, &tick).await {
+            Ok(true) => tracing::debug!(id = tick.message_id(), "emitted"),
+            Ok(false) => tracing::debug!(id = tick.message_id(), "already emitted by another replica"),
+            Err(error) => {
+                tracing::warn!(id = tick.message_id(), error = format!("{error:#}"), "cannot emit; next period will")
+            }
+        }
+    }
+}
+
+/// Publishes one tick; `Ok(false)` when JetStream already had it.
+pub async fn emit(js: &jetstream::Context, subject: &str, tick: &Tick) -> anyhow::Result<bool> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, tick.message_id().as_str());
+    let payload = serde_json::to_vec(tick)?;
+    let ack = js.publish_with_headers(subject.to_owned(), headers, payload.into()).await?;
+    let ack = tokio::time::timeout(Duration::from_secs(5), ack).await.context("JetStream did not acknowledge")??;
+    Ok(!ack.duplicate)
+}
