@@ -36,6 +36,7 @@ pub struct TestApp {
     pub settings: Settings,
     api: Option<(CancellationToken, JoinHandle<()>)>,
     worker: Option<(CancellationToken, JoinHandle<()>)>,
+    schedulers: Vec<(CancellationToken, JoinHandle<()>)>,
     network: String,
     // Dropped last: the nats-server, then the directory it lives in.
     nats_server: NatsServer,
@@ -51,6 +52,11 @@ fn rand_u32() -> u32 {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like `spawn_app`, with settings adjusted by `adjust` before anything starts.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::Builder::new().prefix("vsfleet-test-").tempdir().unwrap();
     let nats_server = NatsServer::start(&dir.path().join("nats"));
     let id = unique();
@@ -80,6 +86,12 @@ pub async fn spawn_app() -> TestApp {
     settings.worker.container_prefix = format!("vsft-{id}-");
     settings.worker.stop_timeout_secs = 5;
     settings.worker.heartbeat_secs = 1;
+    // The busybox stand-in has no inner Docker; monitor tests turn it on.
+    settings.worker.monitor_interval_ms = 0;
+    settings.scheduler.sync_interval_ms = 500;
+    settings.scheduler.cleanup_interval_ms = 500;
+    settings.scheduler.purge_interval_ms = 500;
+    adjust(&mut settings);
     settings.validate().unwrap();
 
     let nats = async_nats::connect(nats_server.url()).await.unwrap();
@@ -95,6 +107,7 @@ pub async fn spawn_app() -> TestApp {
         settings,
         api: None,
         worker: None,
+        schedulers: Vec::new(),
         network,
         nats_server,
         dir,
@@ -130,6 +143,24 @@ impl TestApp {
             async move { worker.run_until_stopped(stop).await }
         });
         self.worker = Some((stop, task));
+    }
+
+    /// Starts one more scheduler replica.
+    pub async fn start_scheduler(&mut self) {
+        let scheduler = vsfleet_scheduler::Scheduler::build(&self.settings).await.expect("scheduler builds");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { scheduler.run_until_stopped(stop).await }
+        });
+        self.schedulers.push((stop, task));
+    }
+
+    pub async fn stop_schedulers(&mut self) {
+        for (stop, task) in self.schedulers.drain(..) {
+            stop.cancel();
+            tokio::time::timeout(WAIT, task).await.expect("scheduler stops in time").unwrap();
+        }
     }
 
     /// Stops the worker gracefully: it finishes what it runs, takes no more.
@@ -263,6 +294,7 @@ impl TestApp {
     /// Stops everything, removes what the test made, and checks that
     /// nothing is left: containers, network, streams, bucket, files.
     pub async fn teardown(mut self) {
+        self.stop_schedulers().await;
         self.stop_worker().await;
         if let Some((stop, task)) = self.api.take() {
             stop.cancel();
@@ -301,6 +333,9 @@ impl Drop for TestApp {
             stop.cancel();
         }
         if let Some((stop, _)) = &self.api {
+            stop.cancel();
+        }
+        for (stop, _) in &self.schedulers {
             stop.cancel();
         }
         let filter = format!("label={}={}", labels::HOST, self.settings.worker.host_id);

@@ -7,5 +7,7 @@ mod helpers;
 mod nats_server;
 
 mod delivery;
+mod drift;
 mod errors;
 mod lifecycle;
+mod schedule;
