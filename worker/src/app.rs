@@ -25,7 +25,7 @@ pub struct Worker {
     consumer: PullConsumer,
     sync: PullConsumer,
     hosts: kv::Store,
-    ctx: Arc<JobContext>,
+    ctx: Arc<JobContext<Operations>>,
 }
 
 impl Worker {

@@ -16,7 +16,7 @@ use vsfleet_contract::{Action, JobEvent, JobId, JobPhase, JobRequest, ServerId, 
 use crate::error::OpError;
 use crate::layout::DataRoot;
 use crate::lock;
-use crate::ops::Operations;
+use crate::ops::Execute;
 use crate::report::Reporter;
 
 pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> anyhow::Result<PullConsumer> {
@@ -40,8 +40,8 @@ pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> 
 }
 
 /// What every job task shares.
-pub struct JobContext {
-    pub ops: Operations,
+pub struct JobContext<E> {
+    pub ops: E,
     pub root: DataRoot,
     pub reporter: Reporter,
     pub subjects: Subjects,
@@ -54,9 +54,9 @@ pub struct JobContext {
 /// in a local buffer while its ack deadline runs. Returns when `shutdown` is
 /// cancelled and the running jobs have finished (or `drain` has passed;
 /// jobs still running then are redelivered elsewhere after their ack wait).
-pub async fn run(
+pub async fn run<E: Execute>(
     consumer: PullConsumer,
-    ctx: Arc<JobContext>,
+    ctx: Arc<JobContext<E>>,
     concurrency: usize,
     shutdown: CancellationToken,
     drain: Duration,
@@ -109,7 +109,7 @@ pub async fn run(
     }
 }
 
-async fn handle(ctx: Arc<JobContext>, message: Message) {
+async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
     let (stream_seq, attempt) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
         Err(error) => {
@@ -162,8 +162,8 @@ async fn handle(ctx: Arc<JobContext>, message: Message) {
     .await
 }
 
-struct Job<'a> {
-    ctx: &'a JobContext,
+struct Job<'a, E> {
+    ctx: &'a JobContext<E>,
     message: &'a Message,
     job_id: JobId,
     server_id: ServerId,
@@ -171,7 +171,7 @@ struct Job<'a> {
     attempt: u64,
 }
 
-impl Job<'_> {
+impl<E: Execute> Job<'_, E> {
     /// Runs the job and says how to acknowledge its message.
     async fn execute(&self, spec: Option<&vsfleet_contract::ServerSpec>) -> AckKind {
         let _lock = match lock::lock(&self.ctx.root, self.server_id, || self.progress()).await {

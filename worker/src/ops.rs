@@ -16,6 +16,30 @@ pub struct Operations {
     pub root: DataRoot,
 }
 
+/// Carries out jobs. [`Operations`] is the only implementation a worker
+/// binary builds; the benchmark supplies one that does no Docker work, so
+/// that no configuration can turn a production worker into a no-op.
+pub trait Execute: Send + Sync + 'static {
+    fn run(
+        &self,
+        action: Action,
+        id: ServerId,
+        spec: Option<&ServerSpec>,
+    ) -> impl Future<Output = Result<Outcome, OpError>> + Send;
+
+    fn observe(&self, id: ServerId) -> impl Future<Output = Result<Observation, OpError>> + Send;
+}
+
+impl Execute for Operations {
+    async fn run(&self, action: Action, id: ServerId, spec: Option<&ServerSpec>) -> Result<Outcome, OpError> {
+        Operations::run(self, action, id, spec).await
+    }
+
+    async fn observe(&self, id: ServerId) -> Result<Observation, OpError> {
+        Operations::observe(self, id).await
+    }
+}
+
 /// What a job leaves behind: the host's view of the server, and what the
 /// action produced, if anything.
 #[derive(Debug)]
