@@ -1,9 +1,11 @@
-//! Opening the database. SQLite runs in WAL mode (readers never block the
-//! writer) with a busy timeout, and every read-then-write transaction starts
-//! with `BEGIN IMMEDIATE` ([`begin_write`]) so it takes the write lock up
-//! front: a deferred transaction that reads first cannot upgrade once another
-//! writer committed, and fails with "database is locked" regardless of the
-//! timeout.
+//! Opening the database. SQLite allows one writer at a time; when several
+//! connections race for the write lock, the losers sleep in SQLite's busy
+//! handler with growing back-off (1, 2, 5, 10 … 100 ms), which caps a
+//! contended api at a few hundred writes per second. So writes go through
+//! one dedicated connection ([`Db::write`]): they queue in the process, in
+//! order, and never sleep. Reads use a pool of their own, and in WAL mode
+//! never block the writer nor wait for it. A busy timeout still covers
+//! another process writing (`vsfleet-api user create`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,7 +14,13 @@ use anyhow::Context as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-pub type Db = SqlitePool;
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// Reads: any number at once.
+    pub read: SqlitePool,
+    /// Writes: one connection, so writers queue instead of contending.
+    pub write: SqlitePool,
+}
 
 pub async fn open(url: &str) -> anyhow::Result<Db> {
     let options = SqliteConnectOptions::from_str(url)
@@ -22,17 +30,34 @@ pub async fn open(url: &str) -> anyhow::Result<Db> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
         .await
-        .with_context(|| format!("opening database {url}"))
+        .with_context(|| format!("opening database {url}"))?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options.read_only(false))
+        .await
+        .with_context(|| format!("opening database {url}"))?;
+    Ok(Db { read, write })
+}
+
+impl Db {
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
 }
 
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    sqlx::migrate!("../migrations").run(db).await.context("applying migrations")
+    sqlx::migrate!("../migrations").run(&db.write).await.context("applying migrations")
 }
 
+/// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front: a
+/// deferred transaction that reads first cannot upgrade once another
+/// process committed, and fails with "database is locked" whatever the
+/// timeout.
 pub async fn begin_write(db: &Db) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-    db.begin_with("BEGIN IMMEDIATE").await
+    db.write.begin_with("BEGIN IMMEDIATE").await
 }

@@ -57,7 +57,7 @@ impl Dispatcher {
             Err(_) => return Err(DispatchError::Timeout(self.timeout)),
             Ok(result) => result?,
         };
-        jobs::mark_published(&self.db, job.job_id()).await?;
+        jobs::mark_published(&self.db.write, job.job_id()).await?;
         Ok(())
     }
 
@@ -72,7 +72,7 @@ impl Dispatcher {
             }
             // The grace period leaves a fresh job to the request publishing it.
             let before = Utc::now() - chrono::Duration::seconds(2);
-            let pending = match jobs::unpublished(&self.db, before, 200).await {
+            let pending = match jobs::unpublished(&self.db.read, before, 200).await {
                 Ok(pending) => pending,
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), "outbox: reading unpublished jobs");

@@ -65,7 +65,7 @@ async fn place(state: &AppState) -> Result<String, ApiError> {
         code: "broker_unavailable",
         message: format!("cannot read the live hosts from NATS: {e}"),
     })?;
-    let load = servers::load_by_host(&state.db).await?;
+    let load = servers::load_by_host(&state.db.read).await?;
     let count = |host: &str| load.iter().find(|(h, _)| h == host).map_or(0, |(_, n)| *n);
     alive.into_iter().min_by_key(|h| count(h)).ok_or_else(|| ApiError::Unavailable {
         code: "no_host_available",

@@ -82,6 +82,6 @@ pub async fn list(db: &Db, server_id: i64) -> Result<Vec<InnerRow>, sqlx::Error>
          FROM server_containers WHERE server_id = ? ORDER BY names",
     )
     .bind(server_id)
-    .fetch_all(db)
+    .fetch_all(&db.read)
     .await
 }

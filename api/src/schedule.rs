@@ -96,7 +96,7 @@ pub async fn drop_stale_containers(state: &AppState) -> Result<u64, sqlx::Error>
     let ttl = chrono::Duration::seconds(state.settings.api.container_rows_ttl_secs as i64);
     let done = sqlx::query("DELETE FROM server_containers WHERE updated_at < ?")
         .bind(Utc::now() - ttl)
-        .execute(&state.db)
+        .execute(&state.db.write)
         .await?;
     Ok(done.rows_affected())
 }
@@ -108,7 +108,7 @@ pub async fn purge_expired(state: &AppState) -> anyhow::Result<()> {
         "SELECT id FROM servers WHERE status = 'deleted' AND purge_after <= ? ORDER BY purge_after LIMIT 500",
     )
     .bind(Utc::now())
-    .fetch_all(&state.db)
+    .fetch_all(&state.db.read)
     .await?;
     for (id,) in due {
         match lifecycle::request(state, Actor::Scheduler, id, Action::Purge).await {

@@ -26,7 +26,7 @@ fn new_token() -> String {
 pub async fn create(db: &Db, email: &str, is_admin: bool) -> anyhow::Result<(User, String)> {
     let email = email.trim();
     anyhow::ensure!(email.contains('@') && email.len() <= 254, "{email:?} is not an email address");
-    let mut tx = db.begin().await?;
+    let mut tx = db.write.begin().await?;
     let user: User = sqlx::query_as(
         "INSERT INTO users (email, is_admin, created_at) VALUES (?, ?, ?) RETURNING id, email, is_admin",
     )
@@ -53,6 +53,6 @@ pub async fn by_token(db: &Db, token: &str) -> Result<Option<User>, sqlx::Error>
         "SELECT u.id, u.email, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
     )
     .bind(hash_token(token))
-    .fetch_optional(db)
+    .fetch_optional(&db.read)
     .await
 }

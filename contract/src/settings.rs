@@ -90,9 +90,13 @@ pub struct WorkerSettings {
     /// Seconds Docker waits after SIGTERM before it kills a stopping container.
     pub stop_timeout_secs: i32,
     pub heartbeat_secs: u64,
-    /// Run servers `--privileged`: only for the default-runtime stand-in
-    /// used in tests (Sysbox refuses it, and needs none).
-    pub privileged: bool,
+    /// Run servers unconfined: every capability but CAP_SYS_RESOURCE, no
+    /// seccomp or AppArmor profile, writable /proc/sys, all devices. Only
+    /// for the default-runtime stand-in for Sysbox in tests, whose inner
+    /// Docker needs it (`--privileged` itself fails on hosts whose bounding
+    /// set lacks CAP_SYS_RESOURCE). Refused with sysbox-runc, which gives
+    /// an inner Docker what it needs without any of this.
+    pub unconfined: bool,
     /// Follow Docker's event stream to report drift within a second; the
     /// periodic sync is the backstop.
     pub follow_docker_events: bool,
@@ -140,7 +144,7 @@ impl Default for Settings {
                 concurrency: 4,
                 stop_timeout_secs: 30,
                 heartbeat_secs: 5,
-                privileged: false,
+                unconfined: false,
                 follow_docker_events: true,
                 monitor_interval_ms: 3000,
                 monitor_timeout_ms: 2000,
@@ -226,8 +230,11 @@ impl Settings {
         if self.nats.max_deliver < 1 {
             return invalid("nats.max_deliver", "must be at least 1".into());
         }
-        if self.worker.privileged && self.worker.runtime == "sysbox-runc" {
-            return invalid("worker.privileged", "sysbox-runc refuses privileged containers; Sysbox needs none".into());
+        if self.worker.unconfined && self.worker.runtime == "sysbox-runc" {
+            return invalid(
+                "worker.unconfined",
+                "Sysbox containers need no extra privileges; this is for the runc stand-in".into(),
+            );
         }
         for (key, ms) in [
             ("scheduler.sync_interval_ms", self.scheduler.sync_interval_ms),

@@ -57,6 +57,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like `spawn_app`, with settings adjusted by `adjust` before anything starts.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    // The services' logs, shown for failing tests (RUST_LOG, default warn).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::Builder::new().prefix("vsfleet-test-").tempdir().unwrap();
     let nats_server = NatsServer::start(&dir.path().join("nats"));
     let id = unique();
@@ -114,7 +119,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     };
     app.start_api().await;
     app.db = SqlitePool::connect(&app.settings.database.url).await.unwrap();
-    let (_, token) = vsfleet_api::users::create(&app.db, "admin@example.test", true).await.unwrap();
+    let (_, token) = vsfleet_api::users::create(&app.api_db(), "admin@example.test", true).await.unwrap();
     app.admin_token = token;
     app.start_worker().await;
     app
@@ -187,8 +192,13 @@ impl TestApp {
         format!("{}{id}", self.settings.worker.container_prefix)
     }
 
+    /// The test's own pool in the shape the api's functions take.
+    fn api_db(&self) -> vsfleet_api::db::Db {
+        vsfleet_api::db::Db { read: self.db.clone(), write: self.db.clone() }
+    }
+
     pub async fn create_user(&self, email: &str) -> String {
-        vsfleet_api::users::create(&self.db, email, false).await.unwrap().1
+        vsfleet_api::users::create(&self.api_db(), email, false).await.unwrap().1
     }
 
     pub async fn call(

@@ -145,9 +145,9 @@ impl Containers {
     }
 
     /// The container's configuration. Sysbox refuses `--privileged` and host
-    /// pid/net/userns modes: none of them is ever set, except `privileged`
-    /// for the default-runtime stand-in in tests (refused with Sysbox at
-    /// configuration time).
+    /// pid/net/userns modes: none of them is ever set. `worker.unconfined`
+    /// (the runc stand-in in tests, refused with Sysbox at configuration
+    /// time) lifts confinement so that an inner Docker can run.
     pub fn container_body(&self, id: ServerId, spec: &ServerSpec) -> ContainerCreateBody {
         let bind = |dir: std::path::PathBuf, target: &str| format!("{}:{target}", dir.display());
         ContainerCreateBody {
@@ -167,9 +167,25 @@ impl Containers {
                 }),
                 nano_cpus: spec.nano_cpus(),
                 memory: spec.memory_bytes(),
-                privileged: self.settings.privileged.then_some(true),
-                ..Default::default()
+                ..self.confinement()
             }),
+            ..Default::default()
+        }
+    }
+
+    fn confinement(&self) -> HostConfig {
+        if !self.settings.unconfined {
+            return HostConfig::default();
+        }
+        let strings = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        HostConfig {
+            cap_add: strings(&["ALL"]),
+            cap_drop: strings(&["SYS_RESOURCE"]),
+            security_opt: strings(&["seccomp=unconfined", "apparmor=unconfined"]),
+            // What the CLI's `--security-opt systempaths=unconfined` means.
+            masked_paths: Some(vec![]),
+            readonly_paths: Some(vec![]),
+            device_cgroup_rules: strings(&["a *:* rwm"]),
             ..Default::default()
         }
     }

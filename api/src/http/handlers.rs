@@ -24,7 +24,7 @@ pub async fn healthz() -> &'static str {
 /// Ready when the database answers and the broker is connected; the body
 /// says which is down.
 pub async fn readyz(State(state): State<AppState>) -> Reply {
-    let database = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
+    let database = sqlx::query("SELECT 1").execute(&state.db.read).await.is_ok();
     let broker = state.nats.connection_state() == async_nats::connection::State::Connected;
     let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     ok(status, json!({ "database": database, "broker": broker }))
@@ -63,7 +63,7 @@ pub async fn list_servers(
     CurrentUser(user): CurrentUser,
     Query(q): Query<ListQuery>,
 ) -> Reply {
-    let list = servers::list(&state.db, &user, q.include_deleted).await?;
+    let list = servers::list(&state.db.read, &user, q.include_deleted).await?;
     ok(StatusCode::OK, json!({ "servers": list }))
 }
 
@@ -72,7 +72,7 @@ pub async fn get_server(
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Reply {
-    let server = servers::get_visible(&state.db, &user, server_id(&id)?).await?;
+    let server = servers::get_visible(&state.db.read, &user, server_id(&id)?).await?;
     ok(StatusCode::OK, json!({ "server": server }))
 }
 
@@ -124,8 +124,8 @@ pub async fn server_jobs(
     Path(id): Path<String>,
 ) -> Reply {
     let id = server_id(&id)?;
-    servers::get_visible(&state.db, &user, id).await?;
-    ok(StatusCode::OK, json!({ "jobs": jobs::for_server(&state.db, id).await? }))
+    servers::get_visible(&state.db.read, &user, id).await?;
+    ok(StatusCode::OK, json!({ "jobs": jobs::for_server(&state.db.read, id).await? }))
 }
 
 /// A job is visible to its requester, the server's owner, and admins. Jobs
@@ -133,10 +133,10 @@ pub async fn server_jobs(
 pub async fn get_job(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<String>) -> Reply {
     let id: vsfleet_contract::JobId =
         id.parse().map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id (a UUID)")))?;
-    let job = jobs::get(&state.db, &id.to_string()).await?.ok_or(ApiError::NotFound("job"))?;
+    let job = jobs::get(&state.db.read, &id.to_string()).await?.ok_or(ApiError::NotFound("job"))?;
     let visible = user.is_admin
         || job.requested_by == Some(user.id)
-        || servers::get(&state.db, job.server_id).await?.is_some_and(|s| s.owner_id == user.id);
+        || servers::get(&state.db.read, job.server_id).await?.is_some_and(|s| s.owner_id == user.id);
     if !visible {
         return Err(ApiError::NotFound("job"));
     }
@@ -150,7 +150,7 @@ pub async fn server_containers(
     Path(id): Path<String>,
 ) -> Reply {
     let id = server_id(&id)?;
-    servers::get_visible(&state.db, &user, id).await?;
+    servers::get_visible(&state.db.read, &user, id).await?;
     ok(StatusCode::OK, json!({ "containers": monitor::list(&state.db, id).await? }))
 }
 

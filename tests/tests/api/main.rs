@@ -3,11 +3,13 @@
 //! engine and a SQLite file, and drives them through HTTP and NATS.
 //! The test image is built by `scripts/build-test-image` (run by `scripts/test`).
 
-mod helpers;
-mod nats_server;
+mod helpers {
+    pub use vsfleet_tests::app::*;
+}
 
 mod delivery;
 mod drift;
 mod errors;
 mod lifecycle;
+mod monitor;
 mod schedule;

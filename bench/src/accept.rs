@@ -1,0 +1,124 @@
+//! Accept: lifecycle requests per second through the HTTP API (auth, a
+//! database commit, a JetStream publish acknowledged), with concurrent
+//! clients, beside the raw rate of acknowledged JetStream publishes from
+//! one Rust client to the same nats-server. Goal: at least half the raw rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use chrono::Utc;
+use vsfleet_tests::app::{TestApp, spawn_app_with};
+
+use crate::report::Row;
+
+pub const REQUESTS: usize = 3000;
+pub const CLIENTS: usize = 32;
+
+pub async fn run() -> anyhow::Result<Vec<Row>> {
+    eprintln!("accept: {REQUESTS} start requests from {CLIENTS} clients");
+    let mut app = spawn_app_with(|_| {}).await;
+    // No worker: the jobs are only accepted, so no Docker work competes.
+    app.stop_worker().await;
+    let ids = seed_servers(&app, REQUESTS).await?;
+    let elapsed = fire(&app, &ids, "start").await?;
+    let rate = REQUESTS as f64 / elapsed.as_secs_f64();
+    let raw = raw_publish_rate(&app.js, &format!("{}_bench_raw", app.prefix()), REQUESTS, CLIENTS).await?;
+    app.teardown().await;
+    let load = format!("{REQUESTS} requests, {CLIENTS} clients");
+    Ok(vec![
+        Row::new("accept", "accepted lifecycle requests", load, "req/s", rate)
+            .raw(raw)
+            .goal("≥ 0.5 × raw", rate >= raw / 2.0),
+    ])
+}
+
+/// Inserts `count` stopped servers on the app's host, as rows only.
+pub async fn seed_servers(app: &TestApp, count: usize) -> anyhow::Result<Vec<i64>> {
+    let mut tx = app.db.begin().await?;
+    let mut ids = Vec::with_capacity(count);
+    for n in 0..count {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO servers (owner_id, name, host, status, data_exists, created_at, updated_at)
+             VALUES (1, ?, ?, 'stopped', 1, ?, ?) RETURNING id",
+        )
+        .bind(format!("bench {n}"))
+        .bind(app.host())
+        .bind(Utc::now())
+        .bind(Utc::now())
+        .fetch_one(&mut *tx)
+        .await?;
+        ids.push(id);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Sends `POST /v1/servers/{id}/{action}` for every id from `CLIENTS`
+/// concurrent clients; every answer must be 202.
+pub async fn fire(app: &TestApp, ids: &[i64], action: &str) -> anyhow::Result<Duration> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let ids: Arc<[i64]> = ids.into();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (next, ids, http) = (next.clone(), ids.clone(), app.http.clone());
+            let (base, token, action) = (format!("http://{}", app.addr), app.admin_token.clone(), action.to_owned());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                    let resp = http.post(format!("{base}/v1/servers/{id}/{action}")).bearer_auth(&token).send().await?;
+                    anyhow::ensure!(resp.status() == 202, "{} for server {id}: {}", resp.status(), resp.text().await?);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await??;
+    }
+    Ok(t0.elapsed())
+}
+
+/// Acknowledged publishes per second to a scratch stream, `clients` at a time.
+pub async fn raw_publish_rate(
+    js: &jetstream::Context,
+    name: &str,
+    count: usize,
+    clients: usize,
+) -> anyhow::Result<f64> {
+    let subject = format!("{name}.raw");
+    js.get_or_create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await?;
+    let t0 = Instant::now();
+    publish_acked(js, &subject, count, clients).await?;
+    let rate = count as f64 / t0.elapsed().as_secs_f64();
+    js.delete_stream(name).await?;
+    Ok(rate)
+}
+
+/// Publishes `count` small messages from `clients` tasks, each waiting for
+/// every acknowledgement.
+pub async fn publish_acked(js: &jetstream::Context, subject: &str, count: usize, clients: usize) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (js, next, subject) = (js.clone(), next.clone(), subject.to_owned());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    js.publish(subject.clone(), "{\"server_id\": 1}".into()).await?.await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}

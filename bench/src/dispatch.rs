@@ -1,0 +1,122 @@
+//! Dispatch: jobs per second carried end to end — accepted through the
+//! API, delivered to a worker, acknowledged, the result recorded in the
+//! database — with an executor that does no Docker work. That executor
+//! exists only in this benchmark binary: no worker binary contains it, so
+//! no configuration can enable it in production. Beside it: raw JetStream
+//! publish → pull-consume → ack on the same server. Goal: ≥ 5,000 jobs/s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use vsfleet_contract::{Action, ContainerState, Observation, ServerId, ServerSpec};
+use vsfleet_tests::app::spawn_app_with;
+use vsfleet_worker::consumer::{self, JobContext};
+use vsfleet_worker::error::OpError;
+use vsfleet_worker::layout::DataRoot;
+use vsfleet_worker::ops::{Execute, Outcome};
+use vsfleet_worker::report::Reporter;
+
+use crate::accept::{CLIENTS, fire, publish_acked, seed_servers};
+use crate::report::Row;
+
+const JOBS: usize = 3000;
+
+/// Succeeds at once, reporting a running container.
+struct Noop;
+
+impl Execute for Noop {
+    async fn run(&self, _: Action, id: ServerId, _: Option<&ServerSpec>) -> Result<Outcome, OpError> {
+        Ok(Outcome { observed: self.observe(id).await?, detail: None })
+    }
+
+    async fn observe(&self, _: ServerId) -> Result<Observation, OpError> {
+        Ok(Observation { container: ContainerState::Running, container_id: None, data_exists: true, archived: false })
+    }
+}
+
+pub async fn run() -> anyhow::Result<Vec<Row>> {
+    eprintln!("dispatch: {JOBS} jobs end to end with a no-op executor");
+    let mut app = spawn_app_with(|s| s.worker.concurrency = 64).await;
+    app.stop_worker().await;
+    let settings = app.settings.clone();
+    let objects = vsfleet_contract::jetstream::ensure(&app.js, &settings).await?;
+    let jobs_consumer = consumer::consumer(&objects.jobs, &settings).await?;
+    let subjects = settings.subjects();
+    let host = settings.worker.host_id.clone();
+    let ctx = Arc::new(JobContext {
+        ops: Noop,
+        root: DataRoot::new(settings.worker.data_root.clone()),
+        reporter: Reporter::new(app.js.clone(), &subjects, &host),
+        subjects,
+        host,
+        max_deliver: settings.nats.max_deliver,
+        ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+    });
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(consumer::run(
+        jobs_consumer,
+        ctx,
+        settings.worker.concurrency,
+        stop.clone(),
+        Duration::from_secs(5),
+    ));
+
+    let ids = seed_servers(&app, JOBS).await?;
+    let t0 = Instant::now();
+    fire(&app, &ids, "start").await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (done,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").fetch_one(&app.db).await?;
+        if done as usize >= JOBS {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {done} of {JOBS} jobs finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rate = JOBS as f64 / t0.elapsed().as_secs_f64();
+    stop.cancel();
+    worker.await?;
+    let raw = raw_dispatch_rate(&app.js, &format!("{}_bench_dispatch", app.prefix()), JOBS).await?;
+    app.teardown().await;
+    let load = format!("{JOBS} jobs, {CLIENTS} clients, worker concurrency 64");
+    Ok(vec![
+        Row::new("dispatch", "jobs carried end to end", load, "jobs/s", rate)
+            .raw(raw)
+            .goal("≥ 5000 jobs/s", rate >= 5000.0),
+    ])
+}
+
+/// Publish (acknowledged) and pull-consume-ack running together.
+async fn raw_dispatch_rate(js: &jetstream::Context, name: &str, count: usize) -> anyhow::Result<f64> {
+    let subject = format!("{name}.raw");
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject.clone()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config { durable_name: Some("raw".into()), ..Default::default() })
+        .await?;
+    let t0 = Instant::now();
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move { publish_acked(&js, &subject, count, CLIENTS).await })
+    };
+    let mut messages = consumer.messages().await?;
+    for _ in 0..count {
+        let message =
+            messages.next().await.ok_or_else(|| anyhow::anyhow!("stream ended"))?.map_err(|e| anyhow::anyhow!(e))?;
+        message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let rate = count as f64 / t0.elapsed().as_secs_f64();
+    publisher.await??;
+    js.delete_stream(name).await?;
+    Ok(rate)
+}

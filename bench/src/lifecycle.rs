@@ -1,0 +1,105 @@
+//! Lifecycle overhead: create → running, stop, start, delete of a small
+//! local image through vsfleet (request to job recorded as succeeded),
+//! beside the same Docker calls made directly with bollard.
+//! Goal: vsfleet adds at most 10% or 30 ms, whichever is larger.
+
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StopContainerOptions};
+use reqwest::Method;
+use serde_json::{Value, json};
+use vsfleet_contract::ServerId;
+use vsfleet_tests::app::{TestApp, spawn_app_with};
+use vsfleet_worker::docker::Containers;
+
+use crate::report::{Row, percentiles};
+
+const ROUNDS: usize = 7;
+const OPS: [&str; 4] = ["create", "stop", "start", "delete"];
+
+pub async fn run() -> anyhow::Result<Vec<Row>> {
+    eprintln!("lifecycle: {ROUNDS} rounds of create, stop, start, delete, through vsfleet and directly");
+    let app = spawn_app_with(|_| {}).await;
+    let mut through: [Vec<Duration>; 4] = Default::default();
+    for round in 0..ROUNDS {
+        let t0 = Instant::now();
+        let (_, body) = app.post("/v1/servers", json!({ "name": format!("ratas {round}") })).await;
+        let id = body["server"]["id"].as_i64().unwrap();
+        until_done(&app, &body["job"]).await?;
+        through[0].push(t0.elapsed());
+        for (slot, action) in [(1, "stop"), (2, "start"), (3, "delete")] {
+            let t0 = Instant::now();
+            let (_, body) = if action == "delete" {
+                app.call(Method::DELETE, &format!("/v1/servers/{id}"), Some(&app.admin_token.clone()), None).await
+            } else {
+                app.post(&format!("/v1/servers/{id}/{action}"), json!({})).await
+            };
+            until_done(&app, &body["job"]).await?;
+            through[slot].push(t0.elapsed());
+        }
+        app.act(id, "purge").await;
+    }
+
+    // The same container, the same Docker calls, no vsfleet.
+    let mut settings = app.settings.worker.clone();
+    settings.container_prefix = format!("{}direct-", settings.container_prefix);
+    let direct_root = settings.data_root.join("direct");
+    settings.data_root = direct_root.clone();
+    let containers = Containers::new(app.docker.clone(), settings.clone(), app.prefix());
+    let docker = &app.docker;
+    let mut direct: [Vec<Duration>; 4] = Default::default();
+    for round in 0..ROUNDS {
+        let id = ServerId::new(1_000_000 + round as i64)?;
+        let name = containers.name(id);
+        for sub in ["apps", "docker"] {
+            std::fs::create_dir_all(direct_root.join(id.to_string()).join(sub))?;
+        }
+        let stop = || Some(StopContainerOptions { t: Some(settings.stop_timeout_secs), signal: None });
+        let t0 = Instant::now();
+        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        docker.create_container(Some(options), containers.container_body(id, &Default::default())).await?;
+        docker.start_container(&name, None).await?;
+        direct[0].push(t0.elapsed());
+        let t0 = Instant::now();
+        docker.stop_container(&name, stop()).await?;
+        direct[1].push(t0.elapsed());
+        let t0 = Instant::now();
+        docker.start_container(&name, None).await?;
+        direct[2].push(t0.elapsed());
+        let t0 = Instant::now();
+        docker.stop_container(&name, stop()).await?;
+        docker.remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() })).await?;
+        direct[3].push(t0.elapsed());
+    }
+    std::fs::remove_dir_all(&direct_root)?;
+    app.teardown().await;
+
+    let mut rows = Vec::new();
+    for (i, op) in OPS.iter().enumerate() {
+        let (v50, _) = percentiles(&mut through[i]);
+        let (d50, _) = percentiles(&mut direct[i]);
+        let allowed = (d50 * 0.10).max(30.0);
+        rows.push(
+            Row::new("lifecycle", format!("{op}, median"), format!("{ROUNDS} rounds, busybox image"), "ms", v50)
+                .raw(d50)
+                .goal(format!("+≤ {allowed:.0} ms"), v50 - d50 <= allowed),
+        );
+    }
+    Ok(rows)
+}
+
+/// Polls the job every 2 ms until it succeeded.
+async fn until_done(app: &TestApp, job: &Value) -> anyhow::Result<()> {
+    let id = job["id"].as_str().ok_or_else(|| anyhow::anyhow!("no job in {job}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = app.get(&format!("/v1/jobs/{id}")).await;
+        match body["job"]["status"].as_str() {
+            Some("succeeded") => return Ok(()),
+            Some("failed") => anyhow::bail!("job failed: {body}"),
+            _ => {}
+        }
+        anyhow::ensure!(Instant::now() < deadline, "job {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

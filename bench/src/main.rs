@@ -1,0 +1,82 @@
+//! `vsfleet-bench`: each scenario measures vsfleet beside its physical
+//! limit in the same run on the same machine, and prints the ratio (the
+//! machine is shared and noisy; ratios travel, absolute figures do not).
+//! Prints a table and writes the same figures as JSON.
+//!
+//! ```text
+//! scripts/bench                 # builds in release mode, then runs all
+//! vsfleet-bench all --json target/bench.json
+//! vsfleet-bench drift reconcile
+//! ```
+
+mod accept;
+mod alloc;
+mod dispatch;
+mod drift;
+mod footprint;
+mod lifecycle;
+mod reconcile;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
+#[derive(Parser)]
+#[command(about = "vsfleet beside its physical limits, side by side in one run")]
+struct Cli {
+    /// Scenarios to run (default: all).
+    #[arg(value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "target/bench.json")]
+    json: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Accept,
+    Dispatch,
+    Lifecycle,
+    Drift,
+    Reconcile,
+    Footprint,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let all = cli.scenarios.is_empty() || cli.scenarios.contains(&Scenario::All);
+    let wants = |s| all || cli.scenarios.contains(&s);
+    let mut rows = Vec::new();
+    if wants(Scenario::Accept) {
+        rows.extend(accept::run().await?);
+    }
+    if wants(Scenario::Dispatch) {
+        rows.extend(dispatch::run().await?);
+    }
+    if wants(Scenario::Lifecycle) {
+        rows.extend(lifecycle::run().await?);
+    }
+    if wants(Scenario::Drift) {
+        rows.extend(drift::run().await?);
+    }
+    if wants(Scenario::Reconcile) {
+        rows.extend(reconcile::run().await?);
+    }
+    if wants(Scenario::Footprint) {
+        rows.extend(footprint::run().await?);
+    }
+    report::print(&rows);
+    report::write_json(&cli.json, &rows)?;
+    eprintln!("figures written to {}", cli.json.display());
+    Ok(())
+}
