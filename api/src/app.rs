@@ -25,6 +25,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub dispatcher: Dispatcher,
     pub hosts: kv::Store,
+    /// The live hosts, followed from `hosts`.
+    pub registry: crate::hosts::Registry,
     pub settings: Arc<Settings>,
     /// The last sync of each host, for `GET /v1/hosts`.
     pub syncs: Arc<Mutex<HashMap<String, HostSync>>>,
@@ -44,6 +46,7 @@ pub struct Application {
     events: PullConsumer,
     schedule: PullConsumer,
     monitor: async_nats::Subscriber,
+    marker: crate::dispatch::Marker,
 }
 
 impl Application {
@@ -62,16 +65,17 @@ impl Application {
             .queue_subscribe(subjects.monitor_wildcard(), "api".to_owned())
             .await
             .context("subscribing to monitor snapshots")?;
-        let dispatcher = Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone());
+        let (dispatcher, marker) = Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone());
         let state = AppState {
             db,
             nats,
             dispatcher,
             hosts: objects.hosts,
+            registry: crate::hosts::Registry::default(),
             settings: Arc::new(settings),
             syncs: Arc::default(),
         };
-        Ok(Self { listener, state, events, schedule, monitor })
+        Ok(Self { listener, state, events, schedule, monitor, marker })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -84,13 +88,15 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then drains open requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, events, schedule, monitor } = self;
+        let Application { listener, state, events, schedule, monitor, marker } = self;
         let outbox_every = Duration::from_millis(state.settings.api.outbox_interval_ms);
         let background = [
             tokio::spawn(state.dispatcher.clone().run_outbox(outbox_every, shutdown.clone())),
             tokio::spawn(events::run(events, state.clone(), shutdown.clone())),
             tokio::spawn(schedule::run(schedule, state.clone(), shutdown.clone())),
             tokio::spawn(monitor::run(monitor, state.db.clone(), shutdown.clone())),
+            tokio::spawn(state.registry.clone().follow(state.hosts.clone(), shutdown.clone())),
+            tokio::spawn(marker.run(shutdown.clone())),
         ];
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let stop = shutdown.clone();

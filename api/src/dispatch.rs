@@ -12,8 +12,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::Utc;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::Subjects;
+use vsfleet_contract::{JobId, Subjects};
 
 use crate::db::Db;
 use crate::jobs::{self, Job};
@@ -26,8 +27,6 @@ pub enum DispatchError {
     Publish(#[from] jetstream::context::PublishError),
     #[error("JetStream did not acknowledge the publish within {0:?}")]
     Timeout(Duration),
-    #[error("recording the publish: {0}")]
-    Db(#[from] sqlx::Error),
 }
 
 #[derive(Clone)]
@@ -36,11 +35,23 @@ pub struct Dispatcher {
     subjects: Subjects,
     timeout: Duration,
     db: Db,
+    /// Acknowledged jobs, marked published in batches by [`Marker`].
+    marks: mpsc::UnboundedSender<JobId>,
+}
+
+/// Records `published_at` for acknowledged jobs, many per statement: under
+/// load one UPDATE per job would take the single writer connection's time
+/// from the requests. A mark lost in a crash only means one more publish
+/// by the outbox, which JetStream drops as a duplicate.
+pub struct Marker {
+    db: Db,
+    marks: mpsc::UnboundedReceiver<JobId>,
 }
 
 impl Dispatcher {
-    pub fn new(js: jetstream::Context, subjects: Subjects, timeout: Duration, db: Db) -> Self {
-        Self { js, subjects, timeout, db }
+    pub fn new(js: jetstream::Context, subjects: Subjects, timeout: Duration, db: Db) -> (Self, Marker) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { js, subjects, timeout, db: db.clone(), marks: tx }, Marker { db, marks: rx })
     }
 
     /// Publishes a committed job and waits for JetStream to store it.
@@ -57,7 +68,8 @@ impl Dispatcher {
             Err(_) => return Err(DispatchError::Timeout(self.timeout)),
             Ok(result) => result?,
         };
-        jobs::mark_published(&self.db.write, job.job_id()).await?;
+        // The marker outlives every dispatcher clone but the last.
+        let _ = self.marks.send(job.job_id());
         Ok(())
     }
 
@@ -94,6 +106,39 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Marker {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut batch = Vec::new();
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                id = self.marks.recv() => id,
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < 500
+                && let Ok(id) = self.marks.try_recv()
+            {
+                batch.push(id);
+            }
+            if let Err(error) = jobs::mark_published(&self.db.write, &batch).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "marking jobs published; the outbox will publish them again"
+                );
+            }
+            batch.clear();
+        }
+        // Whatever is still queued at shutdown.
+        while let Ok(id) = self.marks.try_recv() {
+            batch.push(id);
+        }
+        if !batch.is_empty() {
+            let _ = jobs::mark_published(&self.db.write, &batch).await;
         }
     }
 }

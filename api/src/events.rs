@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::jetstream::Message;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use vsfleet_contract::{
     Action, ContainerState, Inventory, JobEvent, JobPhase, JobStatus, Observation, Observed, ServerStatus,
 };
@@ -61,11 +63,11 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
             }
         };
         loop {
-            let next = tokio::select! {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 next = messages.next() => next,
             };
-            let message = match next {
+            let first = match first {
                 Some(Ok(m)) => m,
                 Some(Err(error)) => {
                     tracing::warn!(error = format!("{error:#}"), "events: pull failed");
@@ -73,43 +75,96 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
                 }
                 None => break,
             };
-            let outcome = match subjects.event_kind(&message.subject) {
-                Some("job") => match parse::<JobEvent>(&message.payload) {
-                    Ok(event) => {
-                        let span = tracing::info_span!("event", job_id = %event.job_id, server_id = %event.server_id, action = %event.action);
-                        let _guard = span.enter();
-                        apply(&state.db, &event, state.settings.retention()).await.map_err(Fault::Retry)
-                    }
-                    Err(fault) => Err(fault),
-                },
-                Some("observed") => match parse::<Observed>(&message.payload) {
-                    Ok(seen) => apply_observed(&state.db, &seen).await.map_err(Fault::Retry),
-                    Err(fault) => Err(fault),
-                },
-                Some("inventory") => match parse::<Inventory>(&message.payload) {
-                    Ok(part) => match assemble(&mut partial, part) {
-                        Some((host, whole)) => sync(&state, &host, &whole).await.map_err(Fault::Retry),
-                        None => Ok(()),
-                    },
-                    Err(fault) => Err(fault),
-                },
-                _ => Err(Fault::Unreadable("unknown event kind".into())),
-            };
-            let ack = match outcome {
-                Ok(()) => message.ack().await,
-                Err(Fault::Unreadable(why)) => {
-                    tracing::error!(subject = %message.subject, why, "events: unreadable event dropped");
-                    message.ack_with(AckKind::Term).await
+            // What has already arrived joins the batch: one transaction for
+            // many job events keeps the single writer connection free.
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(m))) => batch.push(m),
+                    _ => break,
                 }
-                Err(Fault::Retry(error)) => {
-                    tracing::warn!(subject = %message.subject, error = format!("{error:#}"), "events: recording failed; redelivery in 1s");
-                    message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+            }
+            let mut rest = batch.as_slice();
+            while !rest.is_empty() {
+                let jobs = rest.iter().take_while(|m| subjects.event_kind(&m.subject) == Some("job")).count();
+                if jobs > 0 {
+                    record_jobs(&state, &rest[..jobs]).await;
+                    rest = &rest[jobs..];
+                } else {
+                    let message = &rest[0];
+                    let outcome = match subjects.event_kind(&message.subject) {
+                        Some("observed") => match parse::<Observed>(&message.payload) {
+                            Ok(seen) => apply_observed(&state.db, &seen).await.map_err(Fault::Retry),
+                            Err(fault) => Err(fault),
+                        },
+                        Some("inventory") => match parse::<Inventory>(&message.payload) {
+                            Ok(part) => match assemble(&mut partial, part) {
+                                Some((host, whole)) => sync(&state, &host, &whole).await.map_err(Fault::Retry),
+                                None => Ok(()),
+                            },
+                            Err(fault) => Err(fault),
+                        },
+                        _ => Err(Fault::Unreadable("unknown event kind".into())),
+                    };
+                    settle(message, outcome).await;
+                    rest = &rest[1..];
                 }
-            };
-            if let Err(error) = ack {
-                tracing::warn!(%error, "events: ack failed; the event will be redelivered");
             }
         }
+    }
+}
+
+/// Events recorded per transaction at most.
+const BATCH: usize = 256;
+
+/// Records job events in one transaction; all of them are redelivered if
+/// it fails (applying an event twice changes nothing).
+async fn record_jobs(state: &AppState, messages: &[Message]) {
+    let mut readable = Vec::with_capacity(messages.len());
+    for message in messages {
+        match parse::<JobEvent>(&message.payload) {
+            Ok(event) => readable.push((message, event)),
+            Err(fault) => settle(message, Err(fault)).await,
+        }
+    }
+    let retention = state.settings.retention();
+    let outcome: anyhow::Result<()> = async {
+        let mut tx = begin_write(&state.db).await?;
+        for (_, event) in &readable {
+            let span = tracing::info_span!("event", job_id = %event.job_id, server_id = %event.server_id, action = %event.action);
+            apply_in(&mut tx, event, retention).instrument(span).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            futures::future::join_all(readable.iter().map(|(m, _)| settle(m, Ok(())))).await;
+        }
+        Err(error) => {
+            let error = format!("{error:#}");
+            for (message, _) in &readable {
+                settle(message, Err(Fault::Retry(anyhow::anyhow!(error.clone())))).await;
+            }
+        }
+    }
+}
+
+async fn settle(message: &Message, outcome: Result<(), Fault>) {
+    let ack = match outcome {
+        Ok(()) => message.ack().await,
+        Err(Fault::Unreadable(why)) => {
+            tracing::error!(subject = %message.subject, why, "events: unreadable event dropped");
+            message.ack_with(AckKind::Term).await
+        }
+        Err(Fault::Retry(error)) => {
+            tracing::warn!(subject = %message.subject, error = format!("{error:#}"), "events: recording failed; redelivery in 1s");
+            message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+        }
+    };
+    if let Err(error) = ack {
+        tracing::warn!(%error, "events: ack failed; the event will be redelivered");
     }
 }
 
@@ -198,13 +253,23 @@ pub async fn apply_observed(db: &Db, seen: &Observed) -> anyhow::Result<()> {
 /// Records one event in one transaction.
 pub async fn apply(db: &Db, ev: &JobEvent, retention: chrono::Duration) -> anyhow::Result<()> {
     let mut tx = begin_write(db).await?;
+    apply_in(&mut tx, ev, retention).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records one event inside the caller's transaction.
+async fn apply_in(tx: &mut sqlx::SqliteConnection, ev: &JobEvent, retention: chrono::Duration) -> anyhow::Result<()> {
     let id = ev.job_id.to_string();
+    if matches!(ev.phase, JobPhase::Started) && mark_started(tx, ev).await? {
+        return Ok(()); // the common case, in one statement
+    }
     let job = match jobs::get(&mut *tx, &id).await? {
         Some(job) => job,
         // A job published by hand: it shows in the API from its first event.
         None => {
             let job = jobs::insert(
-                &mut tx,
+                &mut *tx,
                 NewJob {
                     id: ev.job_id,
                     server_id: ev.server_id.as_i64(),
@@ -227,28 +292,34 @@ pub async fn apply(db: &Db, ev: &JobEvent, retention: chrono::Duration) -> anyho
     }
     match &ev.phase {
         JobPhase::Started => {
-            sqlx::query(
-                "UPDATE jobs SET status = 'running', attempts = MAX(attempts, ?), started_at = COALESCE(started_at, ?),
-                 published_at = COALESCE(published_at, ?) WHERE id = ?",
-            )
-            .bind(ev.attempt as i64)
-            .bind(ev.at)
-            .bind(ev.at)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+            mark_started(tx, ev).await?;
         }
         JobPhase::Succeeded { observed, detail } => {
-            finish(&mut tx, ev, JobStatus::Succeeded, None, detail.as_ref()).await?;
-            record_server(&mut tx, ev, true, Some(observed), None, retention).await?;
+            finish(&mut *tx, ev, JobStatus::Succeeded, None, detail.as_ref()).await?;
+            record_server(&mut *tx, ev, true, Some(observed), None, retention).await?;
         }
         JobPhase::Failed { error, observed, .. } => {
-            finish(&mut tx, ev, JobStatus::Failed, Some(error), None).await?;
-            record_server(&mut tx, ev, false, observed.as_ref(), Some(error), retention).await?;
+            finish(&mut *tx, ev, JobStatus::Failed, Some(error), None).await?;
+            record_server(&mut *tx, ev, false, observed.as_ref(), Some(error), retention).await?;
         }
     }
-    tx.commit().await?;
     Ok(())
+}
+
+/// A job that is queued or running becomes running; `false` when the job is
+/// unknown (published by hand) or already finished.
+async fn mark_started(tx: &mut sqlx::SqliteConnection, ev: &JobEvent) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'running', attempts = MAX(attempts, ?), started_at = COALESCE(started_at, ?),
+         published_at = COALESCE(published_at, ?) WHERE id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(ev.attempt as i64)
+    .bind(ev.at)
+    .bind(ev.at)
+    .bind(ev.job_id.to_string())
+    .execute(tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 async fn finish(

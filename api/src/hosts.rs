@@ -1,25 +1,101 @@
-//! Which worker hosts are alive, from the `{prefix}_hosts` bucket that
-//! workers refresh every heartbeat.
+//! Which worker hosts are alive. Workers refresh their entry in the
+//! `{prefix}_hosts` bucket every heartbeat; the api follows the bucket with
+//! a watch and keeps the last heartbeat of each host in memory, so placing
+//! a server costs no round trip to NATS. Entries expire in the bucket
+//! without a delete marker, so liveness is judged by the heartbeat's age.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use chrono::Utc;
-use futures::TryStreamExt;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
 use vsfleet_contract::HostPresence;
 
-/// Hosts whose presence is younger than `max_age_secs`, sorted by name.
-pub async fn alive(bucket: &kv::Store, max_age_secs: i64) -> anyhow::Result<Vec<String>> {
-    let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
-    let mut alive = Vec::new();
-    for key in keys {
-        let Some(value) = bucket.get(&key).await? else {
-            continue;
-        };
-        match serde_json::from_slice::<HostPresence>(&value) {
-            Ok(p) if (Utc::now() - p.seen_at).num_seconds() <= max_age_secs => alive.push(p.host),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(host = key, %error, "unreadable host presence"),
+#[derive(Clone, Default)]
+pub struct Registry {
+    seen: Arc<RwLock<HashMap<String, DateTime<Utc>>>>,
+}
+
+impl Registry {
+    /// Hosts whose last heartbeat is younger than `max_age_secs`, by name.
+    /// Until the watch has delivered anything (just after start), asks the
+    /// bucket directly.
+    pub async fn alive(&self, bucket: &kv::Store, max_age_secs: i64) -> anyhow::Result<Vec<String>> {
+        let empty = self.seen.read().expect("not poisoned").is_empty();
+        if empty {
+            for presence in read_all(bucket).await? {
+                self.record(presence);
+            }
+        }
+        let now = Utc::now();
+        let mut alive: Vec<String> = self
+            .seen
+            .read()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(_, at)| (now - **at).num_seconds() <= max_age_secs)
+            .map(|(host, _)| host.clone())
+            .collect();
+        alive.sort();
+        Ok(alive)
+    }
+
+    fn record(&self, presence: HostPresence) {
+        let mut seen = self.seen.write().expect("not poisoned");
+        let at = seen.entry(presence.host).or_insert(presence.seen_at);
+        *at = (*at).max(presence.seen_at);
+    }
+
+    fn forget(&self, host: &str) {
+        self.seen.write().expect("not poisoned").remove(host);
+    }
+
+    /// Follows the bucket until shut down, re-watching after errors.
+    pub async fn follow(self, bucket: kv::Store, shutdown: CancellationToken) {
+        loop {
+            match bucket.watch_with_history(">").await {
+                Ok(mut watch) => loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        next = watch.next() => next,
+                    };
+                    match next {
+                        Some(Ok(entry)) => match entry.operation {
+                            kv::Operation::Put => match serde_json::from_slice::<HostPresence>(&entry.value) {
+                                Ok(presence) => self.record(presence),
+                                Err(error) => tracing::warn!(host = entry.key, %error, "unreadable host presence"),
+                            },
+                            kv::Operation::Delete | kv::Operation::Purge => self.forget(&entry.key),
+                        },
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "hosts: watch failed; watching again");
+                            break;
+                        }
+                        None => break,
+                    }
+                },
+                Err(error) => tracing::warn!(%error, "hosts: cannot watch the hosts bucket"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
     }
-    alive.sort();
-    Ok(alive)
+}
+
+async fn read_all(bucket: &kv::Store) -> anyhow::Result<Vec<HostPresence>> {
+    let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
+    let mut all = Vec::new();
+    for key in keys {
+        if let Some(value) = bucket.get(&key).await?
+            && let Ok(presence) = serde_json::from_slice(&value)
+        {
+            all.push(presence);
+        }
+    }
+    Ok(all)
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Sqlite, SqliteConnection};
-use vsfleet_contract::{Action, JobId, JobStatus};
+use vsfleet_contract::{Action, JobId, JobStatus, ServerStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -73,6 +73,41 @@ pub async fn insert(conn: &mut SqliteConnection, new: NewJob<'_>) -> Result<Job,
     .await
 }
 
+/// Inserts the job only if its server is in one of `allowed` states and
+/// has no job in flight, in one statement: SQLite runs it atomically, so a
+/// racing request or a state change since the caller's read cannot slip
+/// through. `None` when the condition did not hold.
+pub async fn insert_if_allowed(
+    conn: &mut SqliteConnection,
+    new: NewJob<'_>,
+    allowed: &[ServerStatus],
+) -> Result<Option<Job>, sqlx::Error> {
+    let mut query = sqlx::QueryBuilder::new(
+        "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at) SELECT ",
+    );
+    let mut values = query.separated(", ");
+    values
+        .push_bind(new.id.to_string())
+        .push_bind(new.server_id)
+        .push_bind(new.action.as_str())
+        .push_bind(new.host)
+        .push_bind(new.status.as_str())
+        .push_bind(new.origin)
+        .push_bind(new.payload)
+        .push_bind(new.requested_by)
+        .push_bind(new.created_at);
+    query.push(" WHERE EXISTS (SELECT 1 FROM servers WHERE id = ").push_bind(new.server_id).push(" AND status IN (");
+    let mut states = query.separated(", ");
+    for status in allowed {
+        states.push_bind(status.as_str());
+    }
+    query
+        .push(")) AND NOT EXISTS (SELECT 1 FROM jobs WHERE server_id = ")
+        .push_bind(new.server_id)
+        .push(" AND status IN ('queued', 'running')) RETURNING *");
+    query.build_query_as().fetch_optional(conn).await
+}
+
 pub async fn get<'e, E>(db: E, id: &str) -> Result<Option<Job>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
@@ -102,15 +137,19 @@ where
         .await
 }
 
-pub async fn mark_published<'e, E>(db: E, id: JobId) -> Result<(), sqlx::Error>
+/// Marks jobs as acknowledged by JetStream, in one statement.
+pub async fn mark_published<'e, E>(db: E, ids: &[JobId]) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query("UPDATE jobs SET published_at = ? WHERE id = ? AND published_at IS NULL")
-        .bind(Utc::now())
-        .bind(id.to_string())
-        .execute(db)
-        .await?;
+    let mut query = sqlx::QueryBuilder::new("UPDATE jobs SET published_at = ");
+    query.push_bind(Utc::now()).push(" WHERE published_at IS NULL AND id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_string());
+    }
+    query.push(")");
+    query.build().execute(db).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use crate::db::begin_write;
 use crate::error::ApiError;
 use crate::jobs::{self, Job, NewJob};
 use crate::servers::{self, NewServer, Server};
-use crate::{hosts, users::User};
+use crate::users::User;
 
 /// Who asks for a job.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +61,7 @@ fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
 /// The live host with the fewest servers.
 async fn place(state: &AppState) -> Result<String, ApiError> {
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
-    let alive = hosts::alive(&state.hosts, max_age).await.map_err(|e| ApiError::Unavailable {
+    let alive = state.registry.alive(&state.hosts, max_age).await.map_err(|e| ApiError::Unavailable {
         code: "broker_unavailable",
         message: format!("cannot read the live hosts from NATS: {e}"),
     })?;
@@ -91,27 +91,72 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
     Ok((server, job))
 }
 
-/// Accepts `action` on a server the actor may act on.
+/// Accepts `action` on a server the actor may act on. The checks run on
+/// the read pool and are repeated atomically by the insert on the writer:
+/// the single writer connection is the scarce resource, so a request takes
+/// one statement of it (two when the server's status changes too).
 pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
     ensure_broker(state)?;
-    let mut tx = begin_write(&state.db).await?;
-    let server = actor.server(&mut tx, server_id).await?;
-    if let Some(busy) = jobs::in_flight(&mut *tx, server_id).await? {
+    let server = check(state, actor, server_id, action).await?;
+    let id = JobId::new();
+    // Start and restart may rebuild the container, so they carry the spec.
+    let spec = matches!(action, Action::Start | Action::Restart).then(|| server.spec());
+    let payload = payload(server_id, id, spec)?;
+    let new = NewJob {
+        id,
+        server_id,
+        action,
+        host: &server.host,
+        status: JobStatus::Queued,
+        origin: actor.origin(),
+        payload: &payload,
+        requested_by: actor.user_id(),
+        created_at: Utc::now(),
+    };
+    let allowed: Vec<ServerStatus> = ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
+    let inserted = match action.in_flight_status() {
+        None => {
+            let mut conn = state.db.write.acquire().await?;
+            jobs::insert_if_allowed(&mut conn, new, &allowed).await?
+        }
+        Some(status) => {
+            let mut tx = begin_write(&state.db).await?;
+            let job = jobs::insert_if_allowed(&mut tx, new, &allowed).await?;
+            if job.is_some() {
+                servers::set_status(&mut tx, server_id, status).await?;
+            }
+            tx.commit().await?;
+            job
+        }
+    };
+    let Some(job) = inserted else {
+        // Lost a race since the read: say why, as the checks would have.
+        check(state, actor, server_id, action).await?;
+        return Err(ApiError::Internal(anyhow::anyhow!("job for server {server_id} refused without a reason")));
+    };
+    tracing::info!(server_id, job_id = %job.id, %action, origin = actor.origin(), "job accepted");
+    publish(state, &job).await;
+    Ok(job)
+}
+
+/// Visibility, jobs in flight, then the state machine, in that order (the
+/// job in flight is the more useful answer while a create or delete runs).
+async fn check(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Server, ApiError> {
+    let mut conn = state.db.read.acquire().await?;
+    let server = actor.server(&mut conn, server_id).await?;
+    if let Some(busy) = jobs::in_flight(&mut *conn, server_id).await? {
         return Err(ApiError::JobInFlight(busy.job_id()));
     }
     if !action.allowed_from(server.status()) {
         return Err(ApiError::InvalidTransition { action: action.as_str(), status: server.status() });
     }
-    // Create, start and restart may build the container, so they carry the spec.
-    let spec = matches!(action, Action::Start | Action::Restart).then(|| server.spec());
-    let job = insert_job(&mut tx, actor, server_id, &server.host, action, spec).await?;
-    if let Some(status) = action.in_flight_status() {
-        servers::set_status(&mut tx, server_id, status).await?;
-    }
-    tx.commit().await?;
-    tracing::info!(server_id, job_id = %job.id, %action, origin = actor.origin(), "job accepted");
-    publish(state, &job).await;
-    Ok(job)
+    Ok(server)
+}
+
+fn payload(server_id: i64, id: JobId, spec: Option<ServerSpec>) -> Result<String, ApiError> {
+    let request =
+        JobRequest { server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?, job_id: Some(id), spec };
+    Ok(serde_json::to_string(&request).map_err(anyhow::Error::from)?)
 }
 
 /// Asks `host` to remove the stopped containers of a server that has no
@@ -150,12 +195,7 @@ async fn insert_job(
     spec: Option<ServerSpec>,
 ) -> Result<Job, ApiError> {
     let id = JobId::new();
-    let payload = serde_json::to_string(&JobRequest {
-        server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?,
-        job_id: Some(id),
-        spec,
-    })
-    .map_err(anyhow::Error::from)?;
+    let payload = payload(server_id, id, spec)?;
     let new = NewJob {
         id,
         server_id,

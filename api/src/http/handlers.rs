@@ -9,7 +9,7 @@ use super::extract::{ApiJson, CurrentUser, server_id};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::lifecycle::Actor;
-use crate::{hosts, jobs, lifecycle, monitor, servers};
+use crate::{jobs, lifecycle, monitor, servers};
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
@@ -160,7 +160,7 @@ pub async fn hosts(State(state): State<AppState>, CurrentUser(user): CurrentUser
         return Err(ApiError::NotFound("route"));
     }
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
-    let alive = hosts::alive(&state.hosts, max_age).await?;
+    let alive = state.registry.alive(&state.hosts, max_age).await?;
     let syncs = state.syncs.lock().expect("not poisoned").clone();
     let mut names: Vec<String> = alive.iter().cloned().chain(syncs.keys().cloned()).collect();
     names.sort();
