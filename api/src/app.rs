@@ -25,6 +25,7 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub dispatcher: Dispatcher,
     pub hosts: kv::Store,
+    pub tokens: crate::users::TokenCache,
     /// The live hosts, followed from `hosts`.
     pub registry: crate::hosts::Registry,
     pub settings: Arc<Settings>,
@@ -72,6 +73,7 @@ impl Application {
             dispatcher,
             hosts: objects.hosts,
             registry: crate::hosts::Registry::default(),
+            tokens: crate::users::TokenCache::default(),
             settings: Arc::new(settings),
             syncs: Arc::default(),
         };

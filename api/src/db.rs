@@ -30,13 +30,17 @@ pub async fn open(url: &str) -> anyhow::Result<Db> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
+    // No ping before each acquire: a local file does not drop connections,
+    // and on the single writer every round trip is queueing time.
     let write = SqlitePoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .connect_with(options.clone())
         .await
         .with_context(|| format!("opening database {url}"))?;
     let read = SqlitePoolOptions::new()
         .max_connections(8)
+        .test_before_acquire(false)
         .connect_with(options.read_only(false))
         .await
         .with_context(|| format!("opening database {url}"))?;

@@ -35,13 +35,6 @@ impl Actor<'_> {
             Actor::Scheduler => None,
         }
     }
-
-    async fn server(self, conn: &mut sqlx::SqliteConnection, id: i64) -> Result<Server, ApiError> {
-        match self {
-            Actor::User(user) => servers::get_visible(conn, user, id).await,
-            Actor::Scheduler => servers::get(conn, id).await?.ok_or(ApiError::NotFound("server")),
-        }
-    }
 }
 
 /// Refuses before anything is written when the broker is unreachable: the
@@ -142,10 +135,14 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
 /// Visibility, jobs in flight, then the state machine, in that order (the
 /// job in flight is the more useful answer while a create or delete runs).
 async fn check(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Server, ApiError> {
-    let mut conn = state.db.read.acquire().await?;
-    let server = actor.server(&mut conn, server_id).await?;
-    if let Some(busy) = jobs::in_flight(&mut *conn, server_id).await? {
-        return Err(ApiError::JobInFlight(busy.job_id()));
+    let found = servers::get_with_busy_job(&state.db.read, server_id).await?;
+    let (server, busy) = match (found, actor) {
+        (Some(f), Actor::User(user)) if !f.server.visible_to(user) => return Err(ApiError::NotFound("server")),
+        (Some(f), _) => (f.server, f.busy_job),
+        (None, _) => return Err(ApiError::NotFound("server")),
+    };
+    if let Some(busy) = busy {
+        return Err(ApiError::JobInFlight(busy.parse().map_err(anyhow::Error::from)?));
     }
     if !action.allowed_from(server.status()) {
         return Err(ApiError::InvalidTransition { action: action.as_str(), status: server.status() });

@@ -56,3 +56,34 @@ pub async fn by_token(db: &Db, token: &str) -> Result<Option<User>, sqlx::Error>
     .fetch_optional(&db.read)
     .await
 }
+
+/// Recently seen tokens, so a busy client does not cost a database read per
+/// request. Only known tokens are cached (by hash), for `TTL`: the delay
+/// before a removed token or a changed admin flag takes effect.
+#[derive(Clone, Default)]
+pub struct TokenCache {
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (User, std::time::Instant)>>>,
+}
+
+impl TokenCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub async fn user(&self, db: &Db, token: &str) -> Result<Option<User>, sqlx::Error> {
+        let hash = hash_token(token);
+        if let Some((user, at)) = self.seen.lock().expect("not poisoned").get(&hash)
+            && at.elapsed() < Self::TTL
+        {
+            return Ok(Some(user.clone()));
+        }
+        let user = by_token(db, token).await?;
+        if let Some(user) = &user {
+            let mut seen = self.seen.lock().expect("not poisoned");
+            // Bounded: forget everything rather than grow without limit.
+            if seen.len() > 10_000 {
+                seen.clear();
+            }
+            seen.insert(hash, (user.clone(), std::time::Instant::now()));
+        }
+        Ok(user)
+    }
+}

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::users::{self, User};
+use crate::users::User;
 
 /// `Authorization: Bearer <token>`, resolved to its user.
 pub struct CurrentUser(pub User);
@@ -26,7 +26,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        users::by_token(&state.db, token).await?.map(CurrentUser).ok_or(ApiError::Unauthorized)
+        state.tokens.user(&state.db, token).await?.map(CurrentUser).ok_or(ApiError::Unauthorized)
     }
 }
 
