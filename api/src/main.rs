@@ -2,7 +2,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use vsfleet_api::{Application, db, users};
 use vsfleet_contract::Settings;
 
@@ -53,8 +52,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding api.listen {}", settings.api.listen))?;
             let app = Application::build(settings, listener).await?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let shutdown = vsfleet_contract::process::shutdown_on_signal();
             app.run_until_stopped(shutdown).await
         }
         Command::Migrate => {
@@ -72,14 +70,4 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::Utc;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::Action;
 use vsfleet_contract::schedule::{Periodic, Tick};
@@ -39,27 +38,11 @@ pub async fn consumer(
 }
 
 pub async fn run(consumer: PullConsumer, state: AppState, shutdown: CancellationToken) {
-    loop {
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "schedule: cannot pull; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = messages.next() => match next {
-                    Some(Ok(m)) => m,
-                    _ => break,
-                },
-            };
+    vsfleet_contract::process::each_message(&consumer, "schedule", &shutdown, |message| {
+        let state = &state;
+        async move {
             let outcome = match serde_json::from_slice::<Tick>(&message.payload) {
-                Ok(tick) => handle(&state, &tick).await,
+                Ok(tick) => handle(state, &tick).await,
                 Err(error) => {
                     tracing::error!(%error, "schedule: unreadable tick dropped");
                     Ok(())
@@ -74,7 +57,8 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
             };
             let _ = message.ack_with(ack).await;
         }
-    }
+    })
+    .await
 }
 
 async fn handle(state: &AppState, tick: &Tick) -> anyhow::Result<()> {

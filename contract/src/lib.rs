@@ -9,6 +9,7 @@
 //! - [`schedule`]: the periodic jobs the scheduler emits (sync, cleanup, purge).
 //! - [`labels`]: the Docker labels that re-link a container to its server (seed 001).
 //! - [`settings`]: layered configuration shared by the three binaries.
+//! - [`process`], [`telemetry`]: signals, consumer loops and logging, done once for all services.
 
 pub mod event;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod jetstream;
 pub mod job;
 pub mod labels;
 pub mod name;
+pub mod process;
 pub mod schedule;
 pub mod settings;
 pub mod state;

@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use vsfleet_contract::Settings;
 use vsfleet_scheduler::Scheduler;
 
@@ -22,17 +21,7 @@ async fn main() -> anyhow::Result<()> {
     vsfleet_contract::telemetry::init();
     let settings = Settings::load(cli.config.as_deref())?;
     let scheduler = Scheduler::build(&settings).await?;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        stop.cancel();
-    });
+    let shutdown = vsfleet_contract::process::shutdown_on_signal();
     scheduler.run_until_stopped(shutdown).await;
     Ok(())
 }

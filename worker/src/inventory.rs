@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::Utc;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::schedule::Tick;
 use vsfleet_contract::{Inventory, SeenContainer, ServerId, Settings};
@@ -114,32 +113,16 @@ pub async fn run(
     let host = settings.worker.host_id.clone();
     let subject = settings.subjects().inventory_events(&host);
     let stale_after = chrono::Duration::milliseconds(settings.scheduler.sync_interval_ms as i64 * 2);
-    loop {
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "sync: cannot pull ticks; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = messages.next() => match next {
-                    Some(Ok(m)) => m,
-                    _ => break,
-                },
-            };
+    vsfleet_contract::process::each_message(&consumer, "sync", &shutdown, |message| {
+        let (ops, js, subject, host) = (&ops, &js, &subject, &host);
+        async move {
             let tick: Option<Tick> = serde_json::from_slice(&message.payload).ok();
             // Ticks queued while this worker was down are answered once, by the newest.
             if tick.as_ref().is_none_or(|t| Utc::now() - t.at > stale_after) {
                 let _ = message.ack().await;
-                continue;
+                return;
             }
-            let ack = match report(&ops, &js, &subject, &host).await {
+            let ack = match report(ops, js, subject, host).await {
                 Ok(parts) => {
                     tracing::debug!(parts, "sync: inventory reported");
                     AckKind::Ack
@@ -151,7 +134,8 @@ pub async fn run(
             };
             let _ = message.ack_with(ack).await;
         }
-    }
+    })
+    .await
 }
 
 async fn report(ops: &Operations, js: &jetstream::Context, subject: &str, host: &str) -> anyhow::Result<usize> {

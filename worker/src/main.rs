@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use vsfleet_contract::Settings;
 use vsfleet_worker::Worker;
 
@@ -21,18 +20,7 @@ async fn main() -> anyhow::Result<()> {
     vsfleet_contract::telemetry::init();
     let settings = Settings::load(cli.config.as_deref())?;
     let worker = Worker::build(settings).await?;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down: no new jobs, finishing running ones");
-        stop.cancel();
-    });
+    let shutdown = vsfleet_contract::process::shutdown_on_signal();
     worker.run_until_stopped(shutdown).await;
     Ok(())
 }
