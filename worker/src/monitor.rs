@@ -53,13 +53,16 @@ impl Monitor {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let running = match self.containers.list_managed().await {
-                Ok(list) => list.into_iter().filter(|c| c.state == ContainerState::Running),
+            let running: Vec<_> = match self.containers.list_managed().await {
+                Ok(list) => list.into_iter().filter(|c| c.state == ContainerState::Running).collect(),
                 Err(error) => {
                     tracing::debug!(error = format!("{error:#}"), "monitor: cannot list servers");
                     continue;
                 }
             };
+            // A server that stops is forgotten, so its first list after a
+            // restart is sent at once even if nothing inside changed.
+            self.sent.lock().expect("not poisoned").retain(|id, _| running.iter().any(|c| c.server_id == *id));
             for server in running {
                 if !self.busy.lock().expect("not poisoned").insert(server.server_id) {
                     continue; // still answering the previous poll

@@ -18,22 +18,31 @@ async fn inner(app: &TestApp, id: i64) -> Vec<Value> {
     body["containers"].as_array().cloned().unwrap_or_default()
 }
 
-#[tokio::test]
-async fn inner_containers_are_monitored_cleaned_up_and_dropped_when_stale() {
-    let mut app = spawn_app_with(|s| {
+async fn with_inner_docker() -> TestApp {
+    spawn_app_with(|s| {
         s.worker.image = DIND_IMAGE.into();
         s.worker.unconfined = true;
         s.worker.monitor_interval_ms = 300;
+        s.worker.monitor_timeout_ms = 1000;
         s.worker.stop_timeout_secs = 10;
         s.api.container_rows_ttl_secs = 2;
     })
-    .await;
-    let id = app.create_running("vidinis", json!({})).await;
-    let name = app.container_name(id);
+    .await
+}
+
+async fn inner_docker_ready(name: &str) {
     eventually("the inner Docker answers", || async {
         sh(&format!("docker exec {name} docker info >/dev/null 2>&1")).await.then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn inner_containers_are_monitored_cleaned_up_and_dropped_when_stale() {
+    let mut app = with_inner_docker().await;
+    let id = app.create_running("vidinis", json!({})).await;
+    let name = app.container_name(id);
+    inner_docker_ready(&name).await;
     // No registry inside either: the inner image comes from the host.
     assert!(sh(&format!("docker save vsfleet-busybox:latest | docker exec -i {name} docker load -q")).await);
     assert!(
@@ -72,5 +81,45 @@ async fn inner_containers_are_monitored_cleaned_up_and_dropped_when_stale() {
     assert!(!inner(&app, id).await.is_empty(), "rows stay until they are stale");
     app.start_scheduler().await;
     eventually("stale rows are dropped", || async { inner(&app, id).await.is_empty().then_some(()) }).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn one_server_that_does_not_answer_does_not_hold_up_the_others() {
+    let mut app = with_inner_docker().await;
+    // A long timeout: a server polled after the frozen one would wait 5 s.
+    app.settings.worker.monitor_timeout_ms = 5000;
+    app.stop_worker().await;
+    app.start_worker().await;
+    let slow = app.create_running("lėtas", json!({})).await;
+    let fast = app.create_running("greitas", json!({})).await;
+    let (slow_name, fast_name) = (app.container_name(slow), app.container_name(fast));
+    inner_docker_ready(&slow_name).await;
+    inner_docker_ready(&fast_name).await;
+    // Freeze the slow server's inner Docker: its `docker ps` now hangs.
+    assert!(sh(&format!("docker exec {slow_name} sh -c 'kill -STOP $(pidof dockerd)'")).await);
+
+    for round in 0..3 {
+        let inner_name = format!("inner{round}");
+        assert!(
+            sh(&format!("docker save vsfleet-busybox:latest | docker exec -i {fast_name} docker load -q >/dev/null"))
+                .await
+        );
+        assert!(
+            sh(&format!(
+                "docker exec {fast_name} docker run -d --name {inner_name} vsfleet-busybox:latest sleep 1000 >/dev/null"
+            ))
+            .await
+        );
+        let started = std::time::Instant::now();
+        eventually("the fast server's new container shows", || async {
+            inner(&app, fast).await.iter().any(|c| c["names"] == inner_name.as_str()).then_some(())
+        })
+        .await;
+        // The monitor polls every 300 ms; a server blocked behind the frozen
+        // one would wait for its 5 s timeout each round.
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "round {round} took {:?}", started.elapsed());
+    }
+    assert!(sh(&format!("docker exec {slow_name} sh -c 'kill -CONT $(pidof dockerd)'")).await);
     app.teardown().await;
 }
