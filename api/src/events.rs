@@ -250,14 +250,6 @@ pub async fn apply_observed(db: &Db, seen: &Observed) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records one event in one transaction.
-pub async fn apply(db: &Db, ev: &JobEvent, retention: chrono::Duration) -> anyhow::Result<()> {
-    let mut tx = begin_write(db).await?;
-    apply_in(&mut tx, ev, retention).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Records one event inside the caller's transaction.
 async fn apply_in(tx: &mut sqlx::SqliteConnection, ev: &JobEvent, retention: chrono::Duration) -> anyhow::Result<()> {
     let id = ev.job_id.to_string();
