@@ -49,6 +49,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let ctx = Arc::new(JobContext {
         ops: Noop,
         root: DataRoot::new(settings.worker.data_root.clone()),
+        dead: vsfleet_worker::dead::DeadLetters::new(app.js.clone(), subjects.clone(), &host),
         reporter: Reporter::new(app.js.clone(), &subjects, &host),
         subjects,
         host,

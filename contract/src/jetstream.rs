@@ -54,6 +54,20 @@ pub fn schedule_stream(settings: &Settings) -> stream::Config {
     }
 }
 
+/// Jobs that will never run (poison, or out of deliveries), kept a month
+/// for operators to read and replay with the NATS CLI.
+pub fn dead_stream(settings: &Settings) -> stream::Config {
+    let subjects = settings.subjects();
+    stream::Config {
+        name: subjects.dead_stream(),
+        subjects: vec![format!("{}.dead.>", subjects.prefix())],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        ..Default::default()
+    }
+}
+
 /// Live workers: each refreshes its key every heartbeat; entries older than
 /// three heartbeats expire, so a dead host drops out by itself.
 pub fn hosts_bucket(settings: &Settings) -> kv::Config {
@@ -86,6 +100,7 @@ pub struct Objects {
     pub jobs: stream::Stream,
     pub events: stream::Stream,
     pub schedule: stream::Stream,
+    pub dead: stream::Stream,
     pub hosts: kv::Store,
 }
 
@@ -98,10 +113,11 @@ pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Obje
     let jobs = get(jobs_stream(settings)).await?;
     let events = get(events_stream(settings)).await?;
     let schedule = get(schedule_stream(settings)).await?;
+    let dead = get(dead_stream(settings)).await?;
     let bucket = hosts_bucket(settings);
     let name = bucket.bucket.clone();
     let hosts = js.create_key_value(bucket).await.map_err(|source| SetupError::Bucket { name, source })?;
-    Ok(Objects { jobs, events, schedule, hosts })
+    Ok(Objects { jobs, events, schedule, dead, hosts })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! | a host's sync consumer | `sync-{host}`, filter `{prefix}.schedule.sync` |
 //! | the api's schedule consumer | `api-schedule`, filter `{prefix}.schedule.>` |
 //! | inner containers (core NATS, not stored) | `{prefix}.monitor.{host}` |
+//! | dead letters | `{prefix}_dead`, subjects `{prefix}.dead.{host}.{action}` |
 //! | live hosts (KV bucket) | `{prefix}_hosts`, one key per host |
 
 use crate::state::Action;
@@ -134,6 +135,16 @@ impl Subjects {
 
     pub fn api_schedule_consumer(&self) -> String {
         "api-schedule".to_owned()
+    }
+
+    pub fn dead_stream(&self) -> String {
+        format!("{}_dead", self.prefix)
+    }
+
+    /// Where a job that will never run goes; `what` is its action, or
+    /// `unknown` when it has none that can be read.
+    pub fn dead(&self, host: &str, what: &str) -> String {
+        format!("{}.dead.{host}.{what}", self.prefix)
     }
 
     pub fn monitor(&self, host: &str) -> String {

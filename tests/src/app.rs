@@ -316,7 +316,12 @@ impl TestApp {
         }
         self.docker.remove_network(&self.network).await.unwrap();
         let prefix = self.prefix().to_owned();
-        for stream in [format!("{prefix}_jobs"), format!("{prefix}_events"), format!("{prefix}_schedule")] {
+        for stream in [
+            format!("{prefix}_jobs"),
+            format!("{prefix}_events"),
+            format!("{prefix}_schedule"),
+            format!("{prefix}_dead"),
+        ] {
             self.js.delete_stream(&stream).await.unwrap();
         }
         self.js.delete_key_value(format!("{prefix}_hosts")).await.unwrap();

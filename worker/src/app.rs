@@ -57,6 +57,7 @@ impl Worker {
                 root: root.clone(),
             },
             root,
+            dead: crate::dead::DeadLetters::new(js.clone(), subjects.clone(), &host),
             reporter: Reporter::new(js.clone(), &subjects, &host),
             subjects,
             host,

@@ -42,6 +42,7 @@ pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> 
 /// What every job task shares.
 pub struct JobContext<E> {
     pub ops: E,
+    pub dead: crate::dead::DeadLetters,
     pub root: DataRoot,
     pub reporter: Reporter,
     pub subjects: Subjects,
@@ -122,8 +123,9 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
     let request: JobRequest = match serde_json::from_slice(&message.payload) {
         Ok(r) => r,
         Err(error) => {
-            tracing::error!(subject, %error, payload = %String::from_utf8_lossy(&message.payload), "poison job (not a job payload); terminated");
-            let _ = message.ack_with(AckKind::Term).await;
+            tracing::error!(subject, %error, payload = %String::from_utf8_lossy(&message.payload), "poison job (not a job payload)");
+            let ack = ctx.dead.bury(&message, "unknown", &format!("not a job payload: {error}")).await;
+            let _ = message.ack_with(ack).await;
             return;
         }
     };
@@ -142,13 +144,13 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
         let action = match parsed {
             Some((host, Ok(action))) if host == ctx.host => action,
             Some((_, Err(unknown))) => {
-                tracing::error!(action = unknown, "poison job (unknown action); terminated");
-                let _ = message.ack_with(AckKind::Term).await;
+                let ack = ctx.dead.bury(&message, "unknown", &format!("unknown action {unknown:?}")).await;
+                let _ = message.ack_with(ack).await;
                 return;
             }
             _ => {
-                tracing::error!("job subject is not this host's; terminated");
-                let _ = message.ack_with(AckKind::Term).await;
+                let ack = ctx.dead.bury(&message, "unknown", "the subject is not a job subject of this host").await;
+                let _ = message.ack_with(ack).await;
                 return;
             }
         };
@@ -208,12 +210,20 @@ impl<E: Execute> Job<'_, E> {
                 }
             }
         };
+        let exhausted = match &phase {
+            JobPhase::Failed { permanent: false, error, .. } => Some(error.clone()),
+            _ => None,
+        };
         let failed = matches!(phase, JobPhase::Failed { .. });
         if let Err(error) = self.report(phase).await {
             tracing::warn!(error = format!("{error:#}"), "cannot report the outcome; the job will run again");
             return AckKind::Nak(Some(self.backoff()));
         }
-        if failed { AckKind::Term } else { AckKind::Ack }
+        match exhausted {
+            Some(error) => self.ctx.dead.bury(self.message, self.action.as_str(), &error).await,
+            None if failed => AckKind::Term,
+            None => AckKind::Ack,
+        }
     }
 
     async fn report(&self, phase: JobPhase) -> Result<(), crate::publish::PublishError> {

@@ -3,6 +3,7 @@
 //!
 //! - [`app`]: checks Docker and the runtime, connects, runs the rest.
 //! - [`consumer`]: pulls this host's jobs, runs each under the server's lock, reports, acks.
+//! - [`dead`]: jobs that will never run, copied to the dead-letter stream.
 //! - [`ops`]: the lifecycle operations, each idempotent.
 //! - [`docker`]: the container of a server: find by name, recognise by labels, create, start, stop, remove.
 //! - [`layout`]: every path under the data root, derived from a validated id.
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod consumer;
+pub mod dead;
 pub mod docker;
 pub mod error;
 pub mod inventory;

@@ -10,6 +10,7 @@ mod helpers {
 mod delivery;
 mod drift;
 mod errors;
+mod failures;
 mod lifecycle;
 mod monitor;
 mod schedule;
