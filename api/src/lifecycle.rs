@@ -171,6 +171,38 @@ pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<J
     Ok(job)
 }
 
+/// Kills the server's container at once, without waiting behind the job in
+/// flight (a stuck or hung server can always be stopped). The host answers
+/// directly over NATS; the server's row follows unless a job is in flight,
+/// which records its own outcome.
+pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
+    ensure_broker(state)?;
+    let server = servers::get_visible(&state.db.read, user, server_id).await?;
+    if matches!(server.status(), ServerStatus::Deleted | ServerStatus::Deleting) {
+        return Err(ApiError::InvalidTransition { action: "stop", status: server.status() });
+    }
+    let subject = state.settings.subjects().kill(&server.host);
+    let body = serde_json::to_vec(&serde_json::json!({ "server_id": server_id })).map_err(anyhow::Error::from)?;
+    let unavailable = |why: String| ApiError::Unavailable { code: "host_unavailable", message: why };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), state.nats.request(subject, body.into()))
+        .await
+        .map_err(|_| unavailable(format!("host {} did not answer the forced stop within 10 s", server.host)))?
+        .map_err(|e| unavailable(format!("host {} cannot be reached for a forced stop: {e}", server.host)))?;
+    let reply: vsfleet_contract::KillReply = serde_json::from_slice(&answer.payload).map_err(anyhow::Error::from)?;
+    let observed =
+        reply.result.map_err(|why| unavailable(format!("host {} could not kill the server: {why}", server.host)))?;
+    tracing::warn!(server_id, host = server.host, "server force-stopped");
+    let seen = vsfleet_contract::Observed {
+        server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?,
+        host: server.host.clone(),
+        at: Utc::now(),
+        cause: "forced stop".into(),
+        observed,
+    };
+    crate::events::apply_observed(&state.db, &seen).await?;
+    servers::get_visible(&state.db.read, user, server_id).await
+}
+
 pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -> Result<Server, ApiError> {
     let name = ServerName::parse(name).map_err(|e| ApiError::invalid("invalid_name", e))?;
     let mut tx = begin_write(&state.db).await?;

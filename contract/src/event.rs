@@ -128,6 +128,13 @@ pub struct InnerContainer {
     pub created: String,
 }
 
+/// The answer to a forced stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillReply {
+    /// What the host looks like after the kill, or why it could not be done.
+    pub result: Result<Observation, String>,
+}
+
 /// A worker's entry in the hosts bucket, refreshed every heartbeat; the
 /// bucket's max age drops hosts that stop refreshing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

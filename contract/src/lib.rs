@@ -25,8 +25,8 @@ pub mod subjects;
 pub mod telemetry;
 
 pub use event::{
-    ContainerState, HostPresence, InnerContainer, InnerContainers, Inventory, JobEvent, JobPhase, Observation,
-    Observed, SeenContainer,
+    ContainerState, HostPresence, InnerContainer, InnerContainers, Inventory, JobEvent, JobPhase, KillReply,
+    Observation, Observed, SeenContainer,
 };
 pub use ids::{JobId, ServerId};
 pub use job::{JobRequest, ServerSpec};

@@ -17,6 +17,7 @@
 //! | a host's sync consumer | `sync-{host}`, filter `{prefix}.schedule.sync` |
 //! | the api's schedule consumer | `api-schedule`, filter `{prefix}.schedule.>` |
 //! | inner containers (core NATS, not stored) | `{prefix}.monitor.{host}` |
+//! | kill a server now (core NATS request) | `{prefix}.control.{host}.kill` |
 //! | dead letters | `{prefix}_dead`, subjects `{prefix}.dead.{host}.{action}` |
 //! | live hosts (KV bucket) | `{prefix}_hosts`, one key per host |
 
@@ -135,6 +136,12 @@ impl Subjects {
 
     pub fn api_schedule_consumer(&self) -> String {
         "api-schedule".to_owned()
+    }
+
+    /// Request/reply to a host's workers, outside the job queue: a forced
+    /// stop must not wait behind the job in flight.
+    pub fn kill(&self, host: &str) -> String {
+        format!("{}.control.{host}.kill", self.prefix)
     }
 
     pub fn dead_stream(&self) -> String {

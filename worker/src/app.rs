@@ -88,6 +88,12 @@ impl Worker {
             )),
             tokio::spawn(inventory::run(sync, ctx.ops.clone(), js.clone(), settings.clone(), shutdown.clone())),
         ];
+        background.push(tokio::spawn(crate::control::run(
+            nats.clone(),
+            settings.subjects().kill(&settings.worker.host_id),
+            ctx.ops.clone(),
+            shutdown.clone(),
+        )));
         if settings.worker.follow_docker_events {
             let watcher = Watcher::new(ctx.ops.clone(), js, &settings);
             background.push(tokio::spawn(watcher.run(shutdown.clone())));

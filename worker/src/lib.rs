@@ -3,6 +3,7 @@
 //!
 //! - [`app`]: checks Docker and the runtime, connects, runs the rest.
 //! - [`consumer`]: pulls this host's jobs, runs each under the server's lock, reports, acks.
+//! - [`control`]: requests answered at once, outside the queue (forced stop).
 //! - [`dead`]: jobs that will never run, copied to the dead-letter stream.
 //! - [`ops`]: the lifecycle operations, each idempotent.
 //! - [`docker`]: the container of a server: find by name, recognise by labels, create, start, stop, remove.
@@ -17,6 +18,7 @@
 
 pub mod app;
 pub mod consumer;
+pub mod control;
 pub mod dead;
 pub mod docker;
 pub mod error;

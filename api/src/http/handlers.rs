@@ -101,10 +101,18 @@ pub async fn delete_server(
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
 }
 
+#[derive(Deserialize)]
+pub struct ActionQuery {
+    /// With stop: kill now, without waiting behind the job in flight.
+    #[serde(default)]
+    force: bool,
+}
+
 pub async fn server_action(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path((id, action)): Path<(String, String)>,
+    Query(query): Query<ActionQuery>,
 ) -> Reply {
     let id = server_id(&id)?;
     // Create has its own route and delete is `DELETE /v1/servers/{id}`.
@@ -114,6 +122,10 @@ pub async fn server_action(
         ) => a,
         _ => return Err(ApiError::NotFound("route")),
     };
+    if action == Action::Stop && query.force {
+        let server = lifecycle::force_stop(&state, &user, id).await?;
+        return ok(StatusCode::OK, json!({ "server": server }));
+    }
     let job = lifecycle::request(&state, Actor::User(&user), id, action).await?;
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
 }

@@ -123,3 +123,37 @@ async fn one_server_that_does_not_answer_does_not_hold_up_the_others() {
     assert!(sh(&format!("docker exec {slow_name} sh -c 'kill -CONT $(pidof dockerd)'")).await);
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_forced_stop_kills_at_once_while_a_stuck_job_is_in_flight() {
+    let app = with_inner_docker().await;
+    let id = app.create_running("užstrigęs", json!({})).await;
+    let name = app.container_name(id);
+    inner_docker_ready(&name).await;
+    // With the inner daemon frozen, a cleanup (prune inside) hangs for good.
+    assert!(sh(&format!("docker exec {name} sh -c 'kill -STOP $(pidof dockerd)'")).await);
+    let (status, body) = app.post(&format!("/v1/servers/{id}/cleanup"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let stuck = body["job"]["id"].as_str().unwrap().to_owned();
+    eventually("the cleanup job is running", || async {
+        let (_, job) = app.get(&format!("/v1/jobs/{stuck}")).await;
+        (job["job"]["status"] == "running").then_some(())
+    })
+    .await;
+    // A normal stop waits behind it.
+    let (status, body) = app.post(&format!("/v1/servers/{id}/stop"), json!({})).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (409, Some("job_in_flight")), "{body}");
+
+    let started = std::time::Instant::now();
+    let (status, body) = app.post(&format!("/v1/servers/{id}/stop?force=true"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the forced stop waited {:?}", started.elapsed());
+    assert_eq!(app.inspect(id).await.unwrap().state.unwrap().running, Some(false), "still running after a forced stop");
+
+    // The stuck job then ends (its server is no longer running), the
+    // server settles as stopped, and the next request is possible.
+    assert_eq!(app.wait_job(&stuck).await["status"], "failed");
+    app.wait_status(id, "stopped").await;
+    assert_eq!(app.act(id, "start").await["status"], "succeeded");
+    app.teardown().await;
+}
