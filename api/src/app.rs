@@ -99,6 +99,7 @@ impl Application {
             tokio::spawn(monitor::run(monitor, state.db.clone(), shutdown.clone())),
             tokio::spawn(state.registry.clone().follow(state.hosts.clone(), shutdown.clone())),
             tokio::spawn(marker.run(shutdown.clone())),
+            tokio::spawn(crate::watchdog::run(state.clone(), shutdown.clone())),
         ];
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let stop = shutdown.clone();

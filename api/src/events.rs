@@ -251,7 +251,11 @@ pub async fn apply_observed(db: &Db, seen: &Observed) -> anyhow::Result<()> {
 }
 
 /// Records one event inside the caller's transaction.
-async fn apply_in(tx: &mut sqlx::SqliteConnection, ev: &JobEvent, retention: chrono::Duration) -> anyhow::Result<()> {
+pub(crate) async fn apply_in(
+    tx: &mut sqlx::SqliteConnection,
+    ev: &JobEvent,
+    retention: chrono::Duration,
+) -> anyhow::Result<()> {
     let id = ev.job_id.to_string();
     if matches!(ev.phase, JobPhase::Started) && mark_started(tx, ev).await? {
         return Ok(()); // the common case, in one statement

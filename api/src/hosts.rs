@@ -1,29 +1,30 @@
-//! Which worker hosts are alive. Workers refresh their entry in the
-//! `{prefix}_hosts` bucket every heartbeat; the api follows the bucket with
-//! a watch and keeps the last heartbeat of each host in memory, so placing
-//! a server costs no round trip to NATS. Entries expire in the bucket
-//! without a delete marker, so liveness is judged by the heartbeat's age.
+//! Which worker hosts are alive, and which of those are degraded. Workers
+//! refresh their entry in the `{prefix}_hosts` bucket every heartbeat; the
+//! api follows the bucket with a watch and keeps the last entry of each host
+//! in memory, so placing a server costs no round trip to NATS. Entries
+//! expire in the bucket without a delete marker, so liveness is judged by
+//! the heartbeat's age.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::HostPresence;
 
 #[derive(Clone, Default)]
 pub struct Registry {
-    seen: Arc<RwLock<HashMap<String, DateTime<Utc>>>>,
+    seen: Arc<RwLock<HashMap<String, HostPresence>>>,
 }
 
 impl Registry {
     /// Hosts whose last heartbeat is younger than `max_age_secs`, by name.
     /// Until the watch has delivered anything (just after start), asks the
     /// bucket directly.
-    pub async fn alive(&self, bucket: &kv::Store, max_age_secs: i64) -> anyhow::Result<Vec<String>> {
+    pub async fn alive(&self, bucket: &kv::Store, max_age_secs: i64) -> anyhow::Result<Vec<HostPresence>> {
         let empty = self.seen.read().expect("not poisoned").is_empty();
         if empty {
             for presence in read_all(bucket).await? {
@@ -31,22 +32,28 @@ impl Registry {
             }
         }
         let now = Utc::now();
-        let mut alive: Vec<String> = self
+        let mut alive: Vec<HostPresence> = self
             .seen
             .read()
             .expect("not poisoned")
-            .iter()
-            .filter(|(_, at)| (now - **at).num_seconds() <= max_age_secs)
-            .map(|(host, _)| host.clone())
+            .values()
+            .filter(|p| (now - p.seen_at).num_seconds() <= max_age_secs)
+            .cloned()
             .collect();
-        alive.sort();
+        alive.sort_by(|a, b| a.host.cmp(&b.host));
         Ok(alive)
     }
 
+    /// Keeps the newest entry of each host (the watch and a direct read may
+    /// deliver them out of order).
     fn record(&self, presence: HostPresence) {
         let mut seen = self.seen.write().expect("not poisoned");
-        let at = seen.entry(presence.host).or_insert(presence.seen_at);
-        *at = (*at).max(presence.seen_at);
+        match seen.get(&presence.host) {
+            Some(known) if known.seen_at > presence.seen_at => {}
+            _ => {
+                seen.insert(presence.host.clone(), presence);
+            }
+        }
     }
 
     fn forget(&self, host: &str) {

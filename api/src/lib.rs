@@ -26,5 +26,6 @@ pub mod reconcile;
 pub mod schedule;
 pub mod servers;
 pub mod users;
+pub mod watchdog;
 
 pub use app::{AppState, Application};

@@ -2,7 +2,7 @@
 //! row with the server's state change in one transaction, then publish.
 
 use async_nats::connection::State as NatsState;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use vsfleet_contract::{Action, JobId, JobRequest, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
 
 use crate::app::AppState;
@@ -60,9 +60,22 @@ async fn place(state: &AppState) -> Result<String, ApiError> {
     })?;
     let load = servers::load_by_host(&state.db.read).await?;
     let count = |host: &str| load.iter().find(|(h, _)| h == host).map_or(0, |(_, n)| *n);
-    alive.into_iter().min_by_key(|h| count(h)).ok_or_else(|| ApiError::Unavailable {
+    // A degraded host (Docker unreachable) would only hold the create in
+    // its queue: prefer any healthy one.
+    let healthy = alive.iter().filter(|p| p.degraded.is_none());
+    if let Some(best) = healthy.min_by_key(|p| count(&p.host)) {
+        return Ok(best.host.clone());
+    }
+    Err(ApiError::Unavailable {
         code: "no_host_available",
-        message: "no worker host is alive to place the server on".into(),
+        message: match alive.first() {
+            None => "no worker host is alive to place the server on".into(),
+            Some(p) => format!(
+                "no worker host can take a server now: {} is degraded ({})",
+                p.host,
+                p.degraded.as_deref().unwrap_or("")
+            ),
+        },
     })
 }
 
@@ -77,7 +90,8 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
         servers::insert(&mut tx, NewServer { owner_id: user.id, name: name.as_str(), host: &host, spec: &spec })
             .await?;
     let job =
-        insert_job(&mut tx, Actor::User(user), server.id, &server.host, Action::Create, Some(server.spec())).await?;
+        insert_job(state, &mut tx, Actor::User(user), server.id, &server.host, Action::Create, Some(server.spec()))
+            .await?;
     tx.commit().await?;
     tracing::info!(server_id = server.id, job_id = %job.id, host, "server accepted for creation");
     publish(state, &job).await;
@@ -94,7 +108,8 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
     let id = JobId::new();
     // Start and restart may rebuild the container, so they carry the spec.
     let spec = matches!(action, Action::Start | Action::Restart).then(|| server.spec());
-    let payload = payload(server_id, id, spec)?;
+    let created_at = Utc::now();
+    let payload = payload(state, server_id, id, action, spec, created_at)?;
     let new = NewJob {
         id,
         server_id,
@@ -104,7 +119,7 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
         origin: actor.origin(),
         payload: &payload,
         requested_by: actor.user_id(),
-        created_at: Utc::now(),
+        created_at,
     };
     let allowed: Vec<ServerStatus> = ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
     let inserted = match action.in_flight_status() {
@@ -150,9 +165,22 @@ async fn check(state: &AppState, actor: Actor<'_>, server_id: i64, action: Actio
     Ok(server)
 }
 
-fn payload(server_id: i64, id: JobId, spec: Option<ServerSpec>) -> Result<String, ApiError> {
-    let request =
-        JobRequest { server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?, job_id: Some(id), spec };
+/// The message body, with the deadline the watchdog will hold the job to.
+fn payload(
+    state: &AppState,
+    server_id: i64,
+    id: JobId,
+    action: Action,
+    spec: Option<ServerSpec>,
+    created_at: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    let deadline = created_at + state.settings.api.deadlines.of(action);
+    let request = JobRequest {
+        server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?,
+        job_id: Some(id),
+        spec,
+        deadline: Some(deadline),
+    };
     Ok(serde_json::to_string(&request).map_err(anyhow::Error::from)?)
 }
 
@@ -164,7 +192,7 @@ pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<J
     if let Some(busy) = jobs::in_flight(&mut *tx, server_id.as_i64()).await? {
         return Err(ApiError::JobInFlight(busy.job_id()));
     }
-    let job = insert_job(&mut tx, Actor::Scheduler, server_id.as_i64(), host, Action::Reap, None).await?;
+    let job = insert_job(state, &mut tx, Actor::Scheduler, server_id.as_i64(), host, Action::Reap, None).await?;
     tx.commit().await?;
     tracing::warn!(%server_id, host, job_id = %job.id, "removing an orphan container");
     publish(state, &job).await;
@@ -216,6 +244,7 @@ pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -
 }
 
 async fn insert_job(
+    state: &AppState,
     conn: &mut sqlx::SqliteConnection,
     actor: Actor<'_>,
     server_id: i64,
@@ -224,7 +253,8 @@ async fn insert_job(
     spec: Option<ServerSpec>,
 ) -> Result<Job, ApiError> {
     let id = JobId::new();
-    let payload = payload(server_id, id, spec)?;
+    let created_at = Utc::now();
+    let payload = payload(state, server_id, id, action, spec, created_at)?;
     let new = NewJob {
         id,
         server_id,
@@ -234,7 +264,7 @@ async fn insert_job(
         origin: actor.origin(),
         payload: &payload,
         requested_by: actor.user_id(),
-        created_at: Utc::now(),
+        created_at,
     };
     match jobs::insert(conn, new).await {
         Ok(job) => Ok(job),

@@ -55,6 +55,8 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         host,
         max_deliver: settings.nats.max_deliver,
         ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+        retry: vsfleet_worker::retry::Policy::from_settings(&settings.worker),
+        health: vsfleet_worker::health::Health::new().1,
     });
     let stop = CancellationToken::new();
     let worker = tokio::spawn(consumer::run(

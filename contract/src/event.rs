@@ -143,6 +143,11 @@ pub struct HostPresence {
     pub started_at: DateTime<Utc>,
     pub seen_at: DateTime<Utc>,
     pub version: String,
+    /// Why the host cannot do its work right now (Docker unreachable), if
+    /// it cannot. A degraded host takes no new servers and fetches no jobs;
+    /// its jobs wait in the queue until it recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 #[cfg(test)]

@@ -5,9 +5,11 @@
 //! nats pub vs.jobs.host1.stop '{"server_id": 42}'
 //! ```
 //!
-//! The api also sends `job_id` (equal to the `Nats-Msg-Id` header) and, for
-//! create and start, the `spec` the container is built from.
+//! The api also sends `job_id` (equal to the `Nats-Msg-Id` header), the
+//! `deadline` past which the job must not run, and, for create and start,
+//! the `spec` the container is built from.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, ServerId};
@@ -20,6 +22,12 @@ pub struct JobRequest {
     pub job_id: Option<JobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<ServerSpec>,
+    /// When the api's watchdog fails the job if it has not finished. A
+    /// worker does not start a job past it, and gives up one that runs
+    /// into it, so a late delivery never acts on a server whose job the
+    /// api already reported failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// What a server's container is built from, beyond the worker's own
@@ -77,7 +85,7 @@ mod tests {
     fn a_hand_written_payload_needs_only_the_server_id() {
         let job: JobRequest = serde_json::from_str(r#"{"server_id": 42}"#).unwrap();
         assert_eq!(job.server_id.get(), 42);
-        assert!(job.job_id.is_none() && job.spec.is_none());
+        assert!(job.job_id.is_none() && job.spec.is_none() && job.deadline.is_none());
         assert!(serde_json::from_str::<JobRequest>(r#"{"server_id": 0}"#).is_err());
         assert!(serde_json::from_str::<JobRequest>(r#"{"server": 1}"#).is_err());
     }

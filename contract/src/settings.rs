@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::Action;
 use crate::subjects::{Subjects, check_host_id};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +61,46 @@ pub struct ApiSettings {
     /// Inner-container rows not refreshed for this long are dropped by the
     /// stale cleanup (seed 003 §3.4: five minutes).
     pub container_rows_ttl_secs: u64,
+    /// How long each action may take, from request to result, before the
+    /// watchdog marks its job failed (and the worker gives it up).
+    pub deadlines: Deadlines,
+    /// How often the watchdog looks for jobs past their deadline.
+    pub watchdog_interval_ms: u64,
+}
+
+/// Seconds each action's job may take from request to result: queued
+/// behind other jobs, redelivered after a crash, retried, and run. Past it
+/// the job is failed with the reason, so a vanished worker or a lost host
+/// never leaves a server stuck in `creating` or `deleting`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadlines {
+    pub create: u64,
+    pub start: u64,
+    pub stop: u64,
+    pub restart: u64,
+    pub delete: u64,
+    pub restore: u64,
+    pub purge: u64,
+    pub cleanup: u64,
+    pub reap: u64,
+}
+
+impl Deadlines {
+    pub fn of(&self, action: Action) -> Duration {
+        let secs = match action {
+            Action::Create => self.create,
+            Action::Start => self.start,
+            Action::Stop => self.stop,
+            Action::Restart => self.restart,
+            Action::Delete => self.delete,
+            Action::Restore => self.restore,
+            Action::Purge => self.purge,
+            Action::Cleanup => self.cleanup,
+            Action::Reap => self.reap,
+        };
+        Duration::from_secs(secs)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +146,12 @@ pub struct WorkerSettings {
     pub monitor_interval_ms: u64,
     /// How long one server may take to answer the monitor before it is skipped.
     pub monitor_timeout_ms: u64,
+    /// Tries of a transiently failing action within one delivery (Docker
+    /// unreachable, a 5xx, a timeout), with exponential backoff and jitter,
+    /// before the job is handed back to JetStream for a later delivery.
+    pub retry_attempts: usize,
+    /// The most time those tries may spend waiting, in all.
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +180,18 @@ impl Default for Settings {
                 outbox_interval_ms: 1000,
                 remove_orphans: false,
                 container_rows_ttl_secs: 300,
+                deadlines: Deadlines {
+                    create: 900,
+                    start: 600,
+                    stop: 600,
+                    restart: 600,
+                    delete: 1800,
+                    restore: 600,
+                    purge: 3600,
+                    cleanup: 1800,
+                    reap: 600,
+                },
+                watchdog_interval_ms: 5000,
             },
             worker: WorkerSettings {
                 host_id: default_host_id(),
@@ -148,6 +207,8 @@ impl Default for Settings {
                 follow_docker_events: true,
                 monitor_interval_ms: 3000,
                 monitor_timeout_ms: 2000,
+                retry_attempts: 4,
+                retry_max_ms: 20_000,
             },
             scheduler: SchedulerSettings {
                 sync_interval_ms: 30_000,
@@ -240,9 +301,15 @@ impl Settings {
             ("scheduler.sync_interval_ms", self.scheduler.sync_interval_ms),
             ("scheduler.cleanup_interval_ms", self.scheduler.cleanup_interval_ms),
             ("scheduler.purge_interval_ms", self.scheduler.purge_interval_ms),
+            ("api.watchdog_interval_ms", self.api.watchdog_interval_ms),
         ] {
             if ms < 100 {
                 return invalid(key, "must be at least 100".into());
+            }
+        }
+        for action in Action::ALL {
+            if self.api.deadlines.of(action).is_zero() {
+                return invalid("api.deadlines", format!("the deadline of {action} must be at least 1 second"));
             }
         }
         if self.worker.heartbeat_secs == 0 {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{Settings, labels};
 
 use crate::nats_server::NatsServer;
+use crate::process::Service;
 
 pub const TEST_IMAGE: &str = "vsfleet-test-server:latest";
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -37,9 +38,11 @@ pub struct TestApp {
     api: Option<(CancellationToken, JoinHandle<()>)>,
     worker: Option<(CancellationToken, JoinHandle<()>)>,
     schedulers: Vec<(CancellationToken, JoinHandle<()>)>,
+    /// Services run as processes (crash and outage tests).
+    pub services: Vec<Service>,
     network: String,
     // Dropped last: the nats-server, then the directory it lives in.
-    nats_server: NatsServer,
+    pub nats_server: NatsServer,
     dir: tempfile::TempDir,
 }
 
@@ -113,6 +116,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         api: None,
         worker: None,
         schedulers: Vec::new(),
+        services: Vec::new(),
         network,
         nats_server,
         dir,
@@ -174,6 +178,61 @@ impl TestApp {
             stop.cancel();
             tokio::time::timeout(WAIT, task).await.expect("worker stops in time").unwrap();
         }
+    }
+
+    /// Stops the in-process api gracefully (its address stays reserved in
+    /// `settings.api.listen` for a restart).
+    pub async fn stop_api(&mut self) {
+        if let Some((stop, task)) = self.api.take() {
+            stop.cancel();
+            tokio::time::timeout(WAIT, task).await.expect("api stops in time").unwrap();
+        }
+    }
+
+    /// The settings as the TOML file the service binaries read.
+    pub fn write_config(&self) -> PathBuf {
+        let path = self.dir.path().join("vsfleet.toml");
+        std::fs::write(&path, toml::to_string(&self.settings).expect("settings serialise")).unwrap();
+        path
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Runs `bin` (`vsfleet-api`, `vsfleet-worker`) as a process with the
+    /// test's settings plus `env`; returns its index in `services`.
+    pub fn spawn_service(&mut self, bin: &str, env: &[(&str, String)]) -> usize {
+        let config = self.write_config();
+        let name = format!("{bin}-{}", self.services.len());
+        let log = self.dir.path().join(format!("{name}.log"));
+        let config = config.to_str().expect("a UTF-8 temp path").to_owned();
+        self.services.push(Service::spawn(&name, bin, &["--config", &config], env, &log));
+        self.services.len() - 1
+    }
+
+    /// Replaces the in-process api by the `vsfleet-api` process, on the same
+    /// address; returns when it answers.
+    pub async fn start_api_process(&mut self) -> usize {
+        self.stop_api().await;
+        let index = self.spawn_service("vsfleet-api", &[]);
+        self.wait_api_answers().await;
+        index
+    }
+
+    pub async fn wait_api_answers(&self) {
+        eventually("the api answers /healthz", || async {
+            let url = format!("http://{}/healthz", self.addr);
+            self.http.get(url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await
+    }
+
+    /// Starts a `vsfleet-worker` process; returns when it consumes jobs.
+    pub async fn start_worker_process(&mut self, env: &[(&str, String)]) -> usize {
+        let index = self.spawn_service("vsfleet-worker", env);
+        self.services[index].wait_for_log("worker consuming jobs", WAIT).await;
+        index
     }
 
     pub fn host(&self) -> &str {
@@ -306,9 +365,12 @@ impl TestApp {
     pub async fn teardown(mut self) {
         self.stop_schedulers().await;
         self.stop_worker().await;
-        if let Some((stop, task)) = self.api.take() {
-            stop.cancel();
-            tokio::time::timeout(WAIT, task).await.expect("api stops in time").unwrap();
+        self.stop_api().await;
+        for service in &mut self.services {
+            service.stop(WAIT);
+        }
+        if !self.nats_server.is_running() {
+            self.nats_server.restart();
         }
         for id in self.our_containers().await {
             let options = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
@@ -353,6 +415,9 @@ impl Drop for TestApp {
         for (stop, _) in &self.schedulers {
             stop.cancel();
         }
+        for service in &mut self.services {
+            service.kill();
+        }
         let filter = format!("label={}={}", labels::HOST, self.settings.worker.host_id);
         if let Ok(out) = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
             for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
@@ -362,6 +427,9 @@ impl Drop for TestApp {
         let _ = std::process::Command::new("docker").args(["network", "rm", &self.network]).output();
         if std::thread::panicking() {
             eprintln!("--- nats-server log ---\n{}", self.nats_server.log());
+            for service in &self.services {
+                eprintln!("--- {} log ---\n{}", service.name, service.log());
+            }
         }
     }
 }

@@ -1,6 +1,10 @@
-//! The harness behind the integration tests and the benchmark: a real
-//! nats-server per run ([`nats_server`]) and the real api and worker
-//! in-process against it, the Docker engine and a SQLite file ([`app`]).
+//! The harness behind the integration tests, the benchmark and the chaos
+//! command: a real nats-server per run ([`nats_server`]), the real api and
+//! worker in-process or as processes ([`process`]) against it, the Docker
+//! engine (directly, or through a [`docker_proxy`] that can go down) and a
+//! SQLite file ([`app`]).
 
 pub mod app;
+pub mod docker_proxy;
 pub mod nats_server;
+pub mod process;

@@ -1,13 +1,18 @@
 //! A real nats-server with JetStream for one test: dynamic port on loopback,
 //! its own store directory, killed on drop (as async-nats' own tests do).
+//! It can be stopped, frozen and restarted on the same port with the same
+//! store, for the broker-outage tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::signal;
+
 pub struct NatsServer {
-    child: Child,
+    child: Option<Child>,
     url: String,
+    port: u16,
     dir: PathBuf,
 }
 
@@ -16,17 +21,7 @@ impl NatsServer {
     /// else the one `scripts/ensure-nats-server` installs, else `PATH`'s.
     pub fn start(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
-        let bin = binary();
-        let log = std::fs::File::create(dir.join("nats.log")).unwrap();
-        let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "--store_dir"])
-            .arg(dir.join("js"))
-            .arg("--ports_file_dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} (run scripts/ensure-nats-server): {e}", bin.display()));
+        let child = spawn(dir, None);
         let ports = dir.join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(10);
         let url = loop {
@@ -39,7 +34,8 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not start; see {}", dir.join("nats.log").display());
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { child, url, dir: dir.to_owned() }
+        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the url");
+        Self { child: Some(child), url, port, dir: dir.to_owned() }
     }
 
     pub fn url(&self) -> &str {
@@ -49,6 +45,62 @@ impl NatsServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
     }
+
+    /// `kill -9`: no goodbye to clients, JetStream recovers its files on restart.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store, and waits
+    /// until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Some(spawn(&self.dir, Some(self.port)));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not restart; see {}",
+                self.dir.join("nats.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGSTOP: connections stay open, nothing is answered.
+    pub fn freeze(&self) {
+        signal(self.pid(), libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        signal(self.pid(), libc::SIGCONT);
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("nats-server is running").id()
+    }
+}
+
+fn spawn(dir: &Path, port: Option<u16>) -> Child {
+    let bin = binary();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nats.log")).unwrap();
+    let port = port.map_or("-1".to_owned(), |p| p.to_string());
+    Command::new(&bin)
+        .args(["-a", "127.0.0.1", "-p", &port, "-js", "--store_dir"])
+        .arg(dir.join("js"))
+        .arg("--ports_file_dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/ensure-nats-server): {e}", bin.display()))
 }
 
 fn binary() -> PathBuf {
@@ -61,7 +113,6 @@ fn binary() -> PathBuf {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

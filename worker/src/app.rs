@@ -11,6 +11,7 @@ use vsfleet_contract::Settings;
 
 use crate::consumer::{self, JobContext};
 use crate::docker::{self, Containers};
+use crate::health::Health;
 use crate::layout::DataRoot;
 use crate::monitor::Monitor;
 use crate::ops::Operations;
@@ -26,6 +27,7 @@ pub struct Worker {
     sync: PullConsumer,
     hosts: kv::Store,
     ctx: Arc<JobContext<Operations>>,
+    health: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Worker {
@@ -51,6 +53,7 @@ impl Worker {
         let sync = inventory::consumer(&objects.schedule, &settings).await?;
         let subjects = settings.subjects();
         let host = settings.worker.host_id.clone();
+        let (health_tx, health) = Health::new();
         let ctx = Arc::new(JobContext {
             ops: Operations {
                 containers: Containers::new(docker, settings.worker.clone(), subjects.prefix()),
@@ -63,11 +66,13 @@ impl Worker {
             host,
             max_deliver: settings.nats.max_deliver,
             ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+            retry: crate::retry::Policy::from_settings(&settings.worker),
+            health,
         });
         // Announce before consuming, so the api can place servers here as
         // soon as `build` returns.
-        presence::announce(&objects.hosts, &settings.worker.host_id, chrono::Utc::now()).await?;
-        Ok(Self { settings, nats, js, consumer, sync, hosts: objects.hosts, ctx })
+        presence::announce(&objects.hosts, &settings.worker.host_id, chrono::Utc::now(), None).await?;
+        Ok(Self { settings, nats, js, consumer, sync, hosts: objects.hosts, ctx, health: health_tx })
     }
 
     pub fn operations(&self) -> &Operations {
@@ -77,13 +82,16 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then lets running jobs finish
     /// (up to a deadline) before returning.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let Worker { settings, nats, js, consumer, sync, hosts, ctx } = self;
+        let Worker { settings, nats, js, consumer, sync, hosts, ctx, health } = self;
+        let heartbeat = Duration::from_secs(settings.worker.heartbeat_secs);
         tracing::info!(host = settings.worker.host_id, data_root = %settings.worker.data_root.display(), "worker consuming jobs");
         let mut background = vec![
+            tokio::spawn(crate::health::run(ctx.ops.containers.docker().clone(), health, heartbeat, shutdown.clone())),
             tokio::spawn(presence::run(
                 hosts,
                 settings.worker.host_id.clone(),
-                Duration::from_secs(settings.worker.heartbeat_secs),
+                ctx.health.clone(),
+                heartbeat,
                 shutdown.clone(),
             )),
             tokio::spawn(inventory::run(sync, ctx.ops.clone(), js.clone(), settings.clone(), shutdown.clone())),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,9 @@ pub struct JobContext<E> {
     pub host: String,
     pub max_deliver: i64,
     pub ack_wait: Duration,
+    pub retry: crate::retry::Policy,
+    /// Fetching pauses while the host is degraded (Docker unreachable).
+    pub health: crate::health::Health,
 }
 
 /// Pulls only as many messages as there are free slots, so no message waits
@@ -64,6 +67,12 @@ pub async fn run<E: Execute>(
 ) {
     let slots = Arc::new(Semaphore::new(concurrency));
     'fetch: while !shutdown.is_cancelled() {
+        // While Docker is unreachable, jobs wait in the queue rather than
+        // spend their deliveries failing here.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            () = ctx.health.wait_until_healthy() => {}
+        }
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
             permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
@@ -155,7 +164,7 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
             }
         };
         let job = Job { ctx: &ctx, message: &message, job_id, server_id: request.server_id, action, attempt };
-        let ack = job.execute(request.spec.as_ref()).await;
+        let ack = job.execute(request.spec.as_ref(), request.deadline).await;
         if let Err(error) = message.ack_with(ack).await {
             tracing::warn!(%error, ?ack, "acknowledging the job failed; it will be redelivered");
         }
@@ -174,21 +183,29 @@ struct Job<'a, E> {
 }
 
 impl<E: Execute> Job<'_, E> {
-    /// Runs the job and says how to acknowledge its message.
-    async fn execute(&self, spec: Option<&vsfleet_contract::ServerSpec>) -> AckKind {
-        let _lock = match lock::lock(&self.ctx.root, self.server_id, || self.progress()).await {
-            Ok(lock) => lock,
-            Err(error) => {
+    /// Runs the job and says how to acknowledge its message. Past its
+    /// deadline a job does not start (the api has failed it, or will), and
+    /// one that runs into it is given up.
+    async fn execute(&self, spec: Option<&vsfleet_contract::ServerSpec>, deadline: Option<DateTime<Utc>>) -> AckKind {
+        let lock = within(deadline, lock::lock(&self.ctx.root, self.server_id, || self.progress())).await;
+        let outcome = match &lock {
+            None => Err(OpError::Deadline("it passed before the job could start")),
+            Some(Err(error)) => {
                 tracing::warn!(%error, "cannot take the server lock");
                 return AckKind::Nak(Some(self.backoff()));
             }
+            Some(Ok(_held)) => {
+                if let Err(error) = self.report(JobPhase::Started).await {
+                    tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
+                    return AckKind::Nak(Some(self.backoff()));
+                }
+                tracing::info!(action = %self.action, "job started");
+                let attempt = self.ctx.retry.run(|| self.ctx.ops.run(self.action, self.server_id, spec));
+                within(deadline, self.with_progress(attempt))
+                    .await
+                    .unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
+            }
         };
-        if let Err(error) = self.report(JobPhase::Started).await {
-            tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
-            return AckKind::Nak(Some(self.backoff()));
-        }
-        tracing::info!(action = %self.action, "job started");
-        let outcome = self.with_progress(self.ctx.ops.run(self.action, self.server_id, spec)).await;
         let phase = match outcome {
             Ok(outcome) => {
                 let seen = &outcome.observed;
@@ -215,10 +232,13 @@ impl<E: Execute> Job<'_, E> {
             _ => None,
         };
         let failed = matches!(phase, JobPhase::Failed { .. });
+        // The lock is still held: the outcome is reported before another
+        // job for this server can start.
         if let Err(error) = self.report(phase).await {
             tracing::warn!(error = format!("{error:#}"), "cannot report the outcome; the job will run again");
             return AckKind::Nak(Some(self.backoff()));
         }
+        drop(lock);
         match exhausted {
             Some(error) => self.ctx.dead.bury(self.message, self.action.as_str(), &error).await,
             None if failed => AckKind::Term,
@@ -266,6 +286,14 @@ impl<E: Execute> Job<'_, E> {
     fn backoff(&self) -> Duration {
         Duration::from_secs(2u64.saturating_pow(self.attempt.min(6) as u32).min(60))
     }
+}
+
+/// Runs `work` until `deadline`; `None` if the deadline passed first (or
+/// had already passed: then `work` is not started at all).
+async fn within<T>(deadline: Option<DateTime<Utc>>, work: impl Future<Output = T>) -> Option<T> {
+    let Some(deadline) = deadline else { return Some(work.await) };
+    let left = (deadline - Utc::now()).to_std().ok().filter(|d| !d.is_zero())?;
+    tokio::time::timeout(left, work).await.ok()
 }
 
 fn describe(error: &OpError, permanent: bool, attempt: u64) -> String {

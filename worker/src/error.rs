@@ -20,6 +20,9 @@ pub enum OpError {
     /// A command inside the server failed (its daemon may be starting).
     #[error("inside the server: {0}")]
     Inner(String),
+    /// The job's deadline passed; the api fails it, so it must not act.
+    #[error("deadline exceeded: {0}")]
+    Deadline(&'static str),
 }
 
 impl OpError {
@@ -33,7 +36,7 @@ impl OpError {
     pub fn is_permanent(&self) -> bool {
         use bollard::errors::Error as E;
         match self {
-            OpError::Refused(_) => true,
+            OpError::Refused(_) | OpError::Deadline(_) => true,
             OpError::Inner(_) => false,
             // 4xx: the engine understood and said no (404 no such image,
             // 400 invalid spec, 409 conflict). 5xx: the engine failed.

@@ -22,6 +22,7 @@ pub mod control;
 pub mod dead;
 pub mod docker;
 pub mod error;
+pub mod health;
 pub mod inventory;
 pub mod layout;
 pub mod lock;
@@ -30,6 +31,7 @@ pub mod ops;
 pub mod presence;
 pub mod publish;
 pub mod report;
+pub mod retry;
 pub mod watch;
 
 pub use app::Worker;

@@ -174,12 +174,20 @@ pub async fn hosts(State(state): State<AppState>, CurrentUser(user): CurrentUser
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
     let alive = state.registry.alive(&state.hosts, max_age).await?;
     let syncs = state.syncs.lock().expect("not poisoned").clone();
-    let mut names: Vec<String> = alive.iter().cloned().chain(syncs.keys().cloned()).collect();
+    let mut names: Vec<String> = alive.iter().map(|p| p.host.clone()).chain(syncs.keys().cloned()).collect();
     names.sort();
     names.dedup();
     let list: Vec<Value> = names
         .into_iter()
-        .map(|h| json!({ "host": h, "alive": alive.contains(&h), "last_sync": syncs.get(&h) }))
+        .map(|h| {
+            let presence = alive.iter().find(|p| p.host == h);
+            json!({
+                "host": h,
+                "alive": presence.is_some(),
+                "degraded": presence.and_then(|p| p.degraded.as_deref()),
+                "last_sync": syncs.get(&h),
+            })
+        })
         .collect();
     ok(StatusCode::OK, json!({ "hosts": list }))
 }

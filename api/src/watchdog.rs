@@ -1,0 +1,87 @@
+//! Nothing stays stuck. Every action has a deadline (`api.deadlines`),
+//! counted from the request: a job still queued or running past it (its
+//! worker vanished, its host was lost, Docker never came back) is failed
+//! here with the reason, exactly as if its worker had reported the failure,
+//! so its server leaves `creating`/`deleting` and the next request is
+//! possible. The deadline also travels in the job's payload, and a worker
+//! neither starts a job past it nor runs on beyond it: a late delivery
+//! cannot act on a server whose job was already reported failed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use vsfleet_contract::{JobEvent, JobPhase, ServerId};
+
+use crate::app::AppState;
+use crate::db::begin_write;
+use crate::events;
+use crate::jobs::Job;
+
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(state.settings.api.watchdog_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = sweep(&state, Utc::now()).await {
+            tracing::warn!(error = format!("{error:#}"), "watchdog: cannot fail overdue jobs; trying again");
+        }
+    }
+}
+
+/// Fails every job in flight whose deadline is before `now`; returns how many.
+pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    // Jobs in flight are at most one per server: a small set, on an index.
+    let in_flight: Vec<Job> =
+        sqlx::query_as("SELECT * FROM jobs WHERE status IN ('queued', 'running')").fetch_all(&state.db.read).await?;
+    let overdue: Vec<(Job, JobEvent)> = in_flight.into_iter().filter_map(|job| overdue(state, job, now)).collect();
+    if overdue.is_empty() {
+        return Ok(0);
+    }
+    let retention = state.settings.retention();
+    let mut tx = begin_write(&state.db).await?;
+    for (job, failure) in &overdue {
+        let span = tracing::error_span!("watchdog", job_id = job.id, server_id = job.server_id, action = job.action);
+        async {
+            tracing::error!(status = job.status, "job failed by the watchdog: past its deadline");
+            // Re-reads the job inside the transaction: one that finished
+            // meanwhile is left as it is.
+            events::apply_in(&mut tx, failure, retention).await
+        }
+        .instrument(span)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(overdue.len())
+}
+
+/// The failure to record for `job` if it is past its deadline.
+fn overdue(state: &AppState, job: Job, now: DateTime<Utc>) -> Option<(Job, JobEvent)> {
+    let action = job.action()?;
+    let limit = state.settings.api.deadlines.of(action);
+    let deadline = job.created_at + limit;
+    if now < deadline {
+        return None;
+    }
+    let error = format!(
+        "deadline exceeded: the {action} job was still {} {}s after it was requested (api.deadlines.{action} = {}s); \
+         its worker or host may be gone",
+        job.status,
+        (now - job.created_at).num_seconds(),
+        limit.as_secs(),
+    );
+    let failure = JobEvent {
+        job_id: job.job_id(),
+        server_id: ServerId::new(job.server_id).ok()?,
+        action,
+        host: job.host.clone(),
+        attempt: job.attempts.max(0) as u64,
+        at: now,
+        phase: JobPhase::Failed { error, permanent: true, observed: None },
+    };
+    Some((job, failure))
+}

@@ -1,0 +1,141 @@
+//! The services as real processes, for the crash and outage tests and the
+//! chaos command: the binaries are built once per run with cargo, configured
+//! by a TOML file written from the test's `Settings`, and stopped with
+//! SIGTERM or killed with `kill -9`. Each one logs to its own file, shown
+//! when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we spawned; a pid that has exited is an
+    // error we ignore.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// The directory holding `vsfleet-api` and `vsfleet-worker`:
+/// `$VSFLEET_BIN_DIR`, else the workspace's debug build, brought up to date
+/// once per process (a no-op when nothing changed).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("VSFLEET_BIN_DIR") {
+            return dir.into();
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "-p", "vsfleet-api", "-p", "vsfleet-worker", "--bins"])
+            .status()
+            .expect("running cargo build for the service binaries");
+        assert!(status.success(), "cargo build of the service binaries failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+        target.join("debug")
+    })
+}
+
+pub struct Service {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts `bin` from [`bin_dir`] with `args`, logging to `log`.
+    pub fn spawn(name: &str, bin: &str, args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let err = out.try_clone().unwrap();
+        let path = bin_dir().join(bin);
+        let child = Command::new(&path)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", std::env::var("VSFLEET_SERVICE_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        Self { name: name.to_owned(), child: Some(child), log: log.to_owned() }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM: the graceful stop.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log has a line containing `text`.
+    pub async fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "{} did not log {text:?} in time; its log:\n{}", self.name, self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then `kill -9` if it has not exited within `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.terminate();
+        let status = self.wait(grace);
+        if status.is_none() {
+            self.kill();
+        }
+        status
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
