@@ -99,6 +99,20 @@ impl Service {
         }
     }
 
+    /// [`Service::wait`] for async callers.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.wait(Duration::ZERO) {
+                return Some(status);
+            }
+            if Instant::now() >= deadline || self.child.is_none() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(Child::try_wait) {
             Some(Ok(None)) => true,

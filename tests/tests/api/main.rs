@@ -7,6 +7,7 @@ mod helpers {
     pub use vsfleet_tests::app::*;
 }
 
+mod crash;
 mod delivery;
 mod drift;
 mod errors;
