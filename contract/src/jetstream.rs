@@ -75,7 +75,9 @@ pub fn hosts_bucket(settings: &Settings) -> kv::Config {
         bucket: settings.subjects().hosts_bucket(),
         history: 1,
         max_age: Duration::from_secs(3 * settings.worker.heartbeat_secs),
-        storage: stream::StorageType::Memory,
+        // File, like every stream here: the bucket must outlive a broker
+        // restart, or no worker could announce itself after one.
+        storage: stream::StorageType::File,
         ..Default::default()
     }
 }

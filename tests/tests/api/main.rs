@@ -14,4 +14,5 @@ mod errors;
 mod failures;
 mod lifecycle;
 mod monitor;
+mod outage;
 mod schedule;
