@@ -5,6 +5,7 @@
 //! SQLite file ([`app`]).
 
 pub mod app;
+pub mod chaos;
 pub mod docker_proxy;
 pub mod nats_server;
 pub mod process;

@@ -7,6 +7,7 @@ mod helpers {
     pub use vsfleet_tests::app::*;
 }
 
+mod chaos;
 mod crash;
 mod delivery;
 mod drift;
