@@ -18,8 +18,9 @@ pub fn signal(pid: u32, sig: i32) {
 }
 
 /// The directory holding `vsfleet-api` and `vsfleet-worker`:
-/// `$VSFLEET_BIN_DIR`, else the workspace's debug build, brought up to date
-/// once per process (a no-op when nothing changed).
+/// `$VSFLEET_BIN_DIR`, else the workspace's debug build, rebuilt when it is
+/// missing or older than this test binary (which is rebuilt whenever the
+/// services' code changes). `scripts/test` builds them beforehand.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -27,16 +28,40 @@ pub fn bin_dir() -> &'static Path {
             return dir.into();
         }
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&workspace)
-            .args(["build", "--quiet", "-p", "vsfleet-api", "-p", "vsfleet-worker", "--bins"])
-            .status()
-            .expect("running cargo build for the service binaries");
-        assert!(status.success(), "cargo build of the service binaries failed");
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-        target.join("debug")
+        let dir = target.join("debug");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let ours = std::env::current_exe().ok().and_then(|p| modified(&p));
+        let stale = ["vsfleet-api", "vsfleet-worker"].iter().any(|b| match (modified(&dir.join(b)), ours) {
+            (Some(bin), Some(ours)) => bin < ours,
+            _ => true,
+        });
+        if stale {
+            build(&workspace);
+        }
+        dir
     })
+}
+
+/// `cargo build` of the service binaries, in the environment a shell would
+/// give it: the variables cargo and nextest set for this test would make the
+/// nested build see changed inputs and rebuild dependencies each time.
+fn build(workspace: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let keep = |k: &str| {
+        matches!(k, "PATH" | "HOME" | "USER" | "RUSTFLAGS" | "CARGO_HOME" | "CARGO_TARGET_DIR")
+            || k.starts_with("RUSTUP_")
+            || k.starts_with("CARGO_BUILD_")
+            || k.starts_with("CARGO_PROFILE_")
+    };
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| keep(k)))
+        .args(["build", "--quiet", "-p", "vsfleet-api", "-p", "vsfleet-worker", "--bins"])
+        .status()
+        .expect("running cargo build for the service binaries");
+    assert!(status.success(), "cargo build of the service binaries failed");
 }
 
 pub struct Service {

@@ -187,7 +187,16 @@ impl<E: Execute> Job<'_, E> {
     /// deadline a job does not start (the api has failed it, or will), and
     /// one that runs into it is given up.
     async fn execute(&self, spec: Option<&vsfleet_contract::ServerSpec>, deadline: Option<DateTime<Utc>>) -> AckKind {
-        let lock = within(deadline, lock::lock(&self.ctx.root, self.server_id, || self.progress())).await;
+        // A job fetched just as Docker went away waits here, held with
+        // progress signals, rather than spend its deliveries failing.
+        let ready = async {
+            if let Some(why) = self.ctx.health.degraded() {
+                tracing::warn!(why, "host degraded: the job waits for Docker");
+                self.with_progress(self.ctx.health.wait_until_healthy()).await;
+            }
+            lock::lock(&self.ctx.root, self.server_id, || self.progress()).await
+        };
+        let lock = within(deadline, ready).await;
         let outcome = match &lock {
             None => Err(OpError::Deadline("it passed before the job could start")),
             Some(Err(error)) => {
