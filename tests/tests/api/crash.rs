@@ -15,6 +15,28 @@ async fn worker_behind(app: &mut TestApp, proxy: &DockerProxy) -> usize {
     app.start_worker_process(&[("DOCKER_HOST", proxy.url())]).await
 }
 
+/// Freezes the broker, then requests a stop of `id`: the api commits the
+/// job and waits for a publish acknowledgement that does not come. Returns
+/// the request in flight and the committed (unpublished) job's id.
+async fn stop_held_in_publish(
+    app: &TestApp,
+    id: i64,
+) -> (tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>, String) {
+    app.nats_server.freeze();
+    let url = format!("http://{}/v1/servers/{id}/stop", app.addr);
+    let pending = tokio::spawn(app.http.post(url).bearer_auth(&app.admin_token).json(&json!({})).send());
+    let (job_id, published_at): (String, Option<String>) = eventually("the stop job is committed", || async {
+        sqlx::query_as("SELECT id, published_at FROM jobs WHERE server_id = ? AND action = 'stop'")
+            .bind(id)
+            .fetch_optional(&app.db)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(published_at, None, "JetStream cannot have acknowledged it");
+    (pending, job_id)
+}
+
 async fn container_status(app: &TestApp, id: i64) -> Option<ContainerStateStatusEnum> {
     app.inspect(id).await?.state?.status
 }
@@ -80,21 +102,8 @@ async fn the_api_killed_between_commit_and_publish_publishes_the_job_after_resta
     let id = app.create_running("isjungta", json!({})).await;
     let api = app.start_api_process().await;
 
-    // The broker stops answering: the api commits the job, then waits for
-    // a publish acknowledgement that does not come, and is killed there.
-    app.nats_server.freeze();
-    let url = format!("http://{}/v1/servers/{id}/stop", app.addr);
-    let request = app.http.post(url).bearer_auth(&app.admin_token).json(&json!({})).send();
-    let pending = tokio::spawn(request);
-    let (job_id, published_at): (String, Option<String>) = eventually("the stop job is committed", || async {
-        sqlx::query_as("SELECT id, published_at FROM jobs WHERE server_id = ? AND action = 'stop'")
-            .bind(id)
-            .fetch_optional(&app.db)
-            .await
-            .unwrap()
-    })
-    .await;
-    assert_eq!(published_at, None);
+    // Killed while it waits for JetStream to acknowledge the publish.
+    let (pending, job_id) = stop_held_in_publish(&app, id).await;
     app.services[api].kill();
     assert!(pending.await.unwrap().is_err(), "the request died with the api");
 
@@ -163,17 +172,7 @@ async fn the_api_told_to_stop_answers_the_requests_it_holds() {
     let id = app.create_running("atsakys", json!({})).await;
     let api = app.start_api_process().await;
 
-    app.nats_server.freeze();
-    let url = format!("http://{}/v1/servers/{id}/stop", app.addr);
-    let pending = tokio::spawn(app.http.post(url).bearer_auth(&app.admin_token).json(&json!({})).send());
-    eventually("the stop job is committed", || async {
-        sqlx::query_as::<_, (String,)>("SELECT id FROM jobs WHERE server_id = ? AND action = 'stop'")
-            .bind(id)
-            .fetch_optional(&app.db)
-            .await
-            .unwrap()
-    })
-    .await;
+    let (pending, _) = stop_held_in_publish(&app, id).await;
     app.services[api].terminate();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(app.services[api].is_running(), "the api waits for the request it holds");
