@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Sqlite, SqliteConnection};
-use vsfleet_contract::{Action, JobId, JobStatus, ServerStatus};
+use vsfleet_contract::{Action, JobId, JobRequest, JobStatus, ServerId, ServerSpec, ServerStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -73,39 +73,89 @@ pub async fn insert(conn: &mut SqliteConnection, new: NewJob<'_>) -> Result<Job,
     .await
 }
 
-/// Inserts the job only if its server is in one of `allowed` states and
-/// has no job in flight, in one statement: SQLite runs it atomically, so a
-/// racing request or a state change since the caller's read cannot slip
-/// through. `None` when the condition did not hold.
+/// A queued job built by the api, owned so it can wait in the writer's queue.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    pub id: JobId,
+    pub server_id: i64,
+    pub action: Action,
+    pub host: String,
+    pub origin: &'static str,
+    pub payload: String,
+    pub requested_by: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl QueuedJob {
+    pub fn as_new(&self) -> NewJob<'_> {
+        NewJob {
+            id: self.id,
+            server_id: self.server_id,
+            action: self.action,
+            host: &self.host,
+            status: JobStatus::Queued,
+            origin: self.origin,
+            payload: &self.payload,
+            requested_by: self.requested_by,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// What a worker receives: the exact JSON published, kept in the row so the
+/// outbox republishes it unchanged.
+pub fn payload(server_id: ServerId, id: JobId, spec: Option<ServerSpec>) -> String {
+    let request = JobRequest { server_id, job_id: Some(id), spec };
+    serde_json::to_string(&request).expect("a job request is plain data and always serializes")
+}
+
+/// Inserts each job only if its server is in one of its `allowed` states and
+/// has no job in flight, all in one statement; returns the rows inserted.
+/// The conditions are evaluated before any row is inserted, so the caller
+/// must not pass two jobs for one server (the second would pass the check
+/// and then hit `jobs_one_request_in_flight`): it runs such a job in a later
+/// statement of the same transaction, which sees the first.
 pub async fn insert_if_allowed(
     conn: &mut SqliteConnection,
-    new: NewJob<'_>,
-    allowed: &[ServerStatus],
-) -> Result<Option<Job>, sqlx::Error> {
-    let mut query = sqlx::QueryBuilder::new(
-        "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at) SELECT ",
-    );
-    let mut values = query.separated(", ");
-    values
-        .push_bind(new.id.to_string())
-        .push_bind(new.server_id)
-        .push_bind(new.action.as_str())
-        .push_bind(new.host)
-        .push_bind(new.status.as_str())
-        .push_bind(new.origin)
-        .push_bind(new.payload)
-        .push_bind(new.requested_by)
-        .push_bind(new.created_at);
-    query.push(" WHERE EXISTS (SELECT 1 FROM servers WHERE id = ").push_bind(new.server_id).push(" AND status IN (");
-    let mut states = query.separated(", ");
-    for status in allowed {
-        states.push_bind(status.as_str());
+    rows: &[(&QueuedJob, &[ServerStatus])],
+) -> Result<Vec<Job>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
-    query
-        .push(")) AND NOT EXISTS (SELECT 1 FROM jobs WHERE server_id = ")
-        .push_bind(new.server_id)
-        .push(" AND status IN ('queued', 'running')) RETURNING *");
-    query.build_query_as().fetch_optional(conn).await
+    let mut query = sqlx::QueryBuilder::new(
+        "WITH v(id, server_id, action, host, status, origin, payload, requested_by, created_at, allowed) AS (",
+    );
+    query.push_values(rows, |mut row, (job, allowed)| {
+        row.push_bind(job.id.to_string())
+            .push_bind(job.server_id)
+            .push_bind(job.action.as_str())
+            .push_bind(job.host.as_str())
+            .push_bind(JobStatus::Queued.as_str())
+            .push_bind(job.origin)
+            .push_bind(job.payload.as_str())
+            .push_bind(job.requested_by)
+            .push_bind(job.created_at)
+            .push_bind(allowed_list(allowed));
+    });
+    query.push(
+        ") INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
+         SELECT id, server_id, action, host, status, origin, payload, requested_by, created_at FROM v
+         WHERE EXISTS (SELECT 1 FROM servers s WHERE s.id = v.server_id AND instr(v.allowed, '|' || s.status || '|') > 0)
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.server_id = v.server_id AND j.status IN ('queued', 'running'))
+         RETURNING *",
+    );
+    query.build_query_as().fetch_all(conn).await
+}
+
+/// States as one bound value (`|stopped|failed|`), so each row of a
+/// multi-row insert carries its own set.
+fn allowed_list(allowed: &[ServerStatus]) -> String {
+    let mut list = String::from("|");
+    for status in allowed {
+        list.push_str(status.as_str());
+        list.push('|');
+    }
+    list
 }
 
 pub async fn get<'e, E>(db: E, id: &str) -> Result<Option<Job>, sqlx::Error>
@@ -166,4 +216,77 @@ where
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// The rows of `ids` that exist, in no particular order.
+pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Job>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id.as_str());
+    }
+    query.push(")");
+    query.build_query_as().fetch_all(conn).await
+}
+
+/// Inserts whole rows as they are, many per statement (jobs published by
+/// hand, first seen through their events).
+pub async fn insert_rows(conn: &mut SqliteConnection, rows: &[&Job]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut query = sqlx::QueryBuilder::new(
+        "INSERT INTO jobs (id, server_id, action, host, status, origin, attempts, error, result, payload, requested_by,
+         created_at, published_at, started_at, finished_at) ",
+    );
+    query.push_values(rows, |mut row, job| {
+        row.push_bind(job.id.as_str())
+            .push_bind(job.server_id)
+            .push_bind(job.action.as_str())
+            .push_bind(job.host.as_str())
+            .push_bind(job.status.as_str())
+            .push_bind(job.origin.as_str())
+            .push_bind(job.attempts)
+            .push_bind(job.error.as_deref())
+            .push_bind(job.result.as_ref().map(|r| sqlx::types::Json(&r.0)))
+            .push_bind(job.payload.as_str())
+            .push_bind(job.requested_by)
+            .push_bind(job.created_at)
+            .push_bind(job.published_at)
+            .push_bind(job.started_at)
+            .push_bind(job.finished_at);
+    });
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
+/// Writes what events change in a job (status, attempts, outcome, times),
+/// for many jobs in one statement.
+pub async fn update_progress(conn: &mut SqliteConnection, rows: &[&Job]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut query = sqlx::QueryBuilder::new(
+        "WITH v(id, status, attempts, error, result, published_at, started_at, finished_at) AS (",
+    );
+    query.push_values(rows, |mut row, job| {
+        row.push_bind(job.id.as_str())
+            .push_bind(job.status.as_str())
+            .push_bind(job.attempts)
+            .push_bind(job.error.as_deref())
+            .push_bind(job.result.as_ref().map(|r| sqlx::types::Json(&r.0)))
+            .push_bind(job.published_at)
+            .push_bind(job.started_at)
+            .push_bind(job.finished_at);
+    });
+    query.push(
+        ") UPDATE jobs SET status = v.status, attempts = v.attempts, error = v.error, result = v.result,
+         published_at = v.published_at, started_at = v.started_at, finished_at = v.finished_at
+         FROM v WHERE jobs.id = v.id",
+    );
+    query.build().execute(conn).await?;
+    Ok(())
 }

@@ -1,16 +1,18 @@
 //! Turning a request into a job: check ownership and state, commit the job
-//! row with the server's state change in one transaction, then publish.
+//! row with the server's state change in one transaction (shared with the
+//! requests queued beside it, see [`crate::writer`]), then publish.
 
 use async_nats::connection::State as NatsState;
 use chrono::Utc;
-use vsfleet_contract::{Action, JobId, JobRequest, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, JobId, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
 
 use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::ApiError;
-use crate::jobs::{self, Job, NewJob};
-use crate::servers::{self, NewServer, Server};
+use crate::jobs::{self, Job, NewJob, QueuedJob};
+use crate::servers::{self, Server};
 use crate::users::User;
+use crate::writer::NewServerJob;
 
 /// Who asks for a job.
 #[derive(Debug, Clone, Copy)]
@@ -72,56 +74,42 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
     ensure_broker(state)?;
     let host = place(state).await?;
 
-    let mut tx = begin_write(&state.db).await?;
-    let server =
-        servers::insert(&mut tx, NewServer { owner_id: user.id, name: name.as_str(), host: &host, spec: &spec })
-            .await?;
-    let job =
-        insert_job(&mut tx, Actor::User(user), server.id, &server.host, Action::Create, Some(server.spec())).await?;
-    tx.commit().await?;
+    let new = NewServerJob {
+        owner_id: user.id,
+        name: name.as_str().to_owned(),
+        host: host.clone(),
+        spec,
+        job_id: JobId::new(),
+        origin: Actor::User(user).origin(),
+        requested_by: Some(user.id),
+    };
+    let (server, job) = state.writer.create_server(new).await?;
     tracing::info!(server_id = server.id, job_id = %job.id, host, "server accepted for creation");
     publish(state, &job).await;
     Ok((server, job))
 }
 
 /// Accepts `action` on a server the actor may act on. The checks run on
-/// the read pool and are repeated atomically by the insert on the writer:
-/// the single writer connection is the scarce resource, so a request takes
-/// one statement of it (two when the server's status changes too).
+/// the read pool and are repeated atomically by the writer's conditional
+/// insert, which commits it together with the requests queued beside it.
 pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
     ensure_broker(state)?;
     let server = check(state, actor, server_id, action).await?;
     let id = JobId::new();
     // Start and restart may rebuild the container, so they carry the spec.
     let spec = matches!(action, Action::Start | Action::Restart).then(|| server.spec());
-    let payload = payload(server_id, id, spec)?;
-    let new = NewJob {
+    let job = QueuedJob {
         id,
         server_id,
         action,
-        host: &server.host,
-        status: JobStatus::Queued,
+        host: server.host,
         origin: actor.origin(),
-        payload: &payload,
+        payload: payload(server_id, id, spec)?,
         requested_by: actor.user_id(),
         created_at: Utc::now(),
     };
     let allowed: Vec<ServerStatus> = ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
-    let inserted = match action.in_flight_status() {
-        None => {
-            let mut conn = state.db.write.acquire().await?;
-            jobs::insert_if_allowed(&mut conn, new, &allowed).await?
-        }
-        Some(status) => {
-            let mut tx = begin_write(&state.db).await?;
-            let job = jobs::insert_if_allowed(&mut tx, new, &allowed).await?;
-            if job.is_some() {
-                servers::set_status(&mut tx, server_id, status).await?;
-            }
-            tx.commit().await?;
-            job
-        }
-    };
+    let inserted = state.writer.insert_if_allowed(job, allowed, action.in_flight_status()).await?;
     let Some(job) = inserted else {
         // Lost a race since the read: say why, as the checks would have.
         check(state, actor, server_id, action).await?;
@@ -151,9 +139,7 @@ async fn check(state: &AppState, actor: Actor<'_>, server_id: i64, action: Actio
 }
 
 fn payload(server_id: i64, id: JobId, spec: Option<ServerSpec>) -> Result<String, ApiError> {
-    let request =
-        JobRequest { server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?, job_id: Some(id), spec };
-    Ok(serde_json::to_string(&request).map_err(anyhow::Error::from)?)
+    Ok(jobs::payload(ServerId::new(server_id).map_err(anyhow::Error::from)?, id, spec))
 }
 
 /// Asks `host` to remove the stopped containers of a server that has no

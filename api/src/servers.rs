@@ -130,6 +130,93 @@ pub async fn set_status(conn: &mut SqliteConnection, id: i64, status: ServerStat
     Ok(())
 }
 
+/// Sets many servers' statuses in one statement.
+pub async fn set_statuses(conn: &mut SqliteConnection, changes: &[(i64, ServerStatus)]) -> Result<(), sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut query = sqlx::QueryBuilder::new("WITH v(id, status) AS (");
+    query.push_values(changes, |mut row, (id, status)| {
+        row.push_bind(*id).push_bind(status.as_str());
+    });
+    query.push(") UPDATE servers SET status = v.status, updated_at = ").push_bind(Utc::now());
+    query.push(" FROM v WHERE servers.id = v.id");
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
+/// The rows of `ids` that exist, in no particular order.
+pub async fn get_many(conn: &mut SqliteConnection, ids: &[i64]) -> Result<Vec<Server>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = sqlx::QueryBuilder::new("SELECT * FROM servers WHERE id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query.build_query_as().fetch_all(conn).await
+}
+
+/// Writes what a job's outcome changes in a server (status, container,
+/// data, error, deletion times), for many servers in one statement.
+pub async fn update_outcome(conn: &mut SqliteConnection, rows: &[&Server]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut query = sqlx::QueryBuilder::new(
+        "WITH v(id, status, container_id, data_exists, last_error, deleted_at, purge_after, updated_at) AS (",
+    );
+    query.push_values(rows, |mut row, server| {
+        row.push_bind(server.id)
+            .push_bind(server.status.as_str())
+            .push_bind(server.container_id.as_deref())
+            .push_bind(server.data_exists)
+            .push_bind(server.last_error.as_deref())
+            .push_bind(server.deleted_at)
+            .push_bind(server.purge_after)
+            .push_bind(server.updated_at);
+    });
+    query.push(
+        ") UPDATE servers SET status = v.status, container_id = v.container_id, data_exists = v.data_exists,
+         last_error = v.last_error, deleted_at = v.deleted_at, purge_after = v.purge_after, updated_at = v.updated_at
+         FROM v WHERE servers.id = v.id",
+    );
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
+/// Removes servers (purged) and their inner containers' rows.
+pub async fn delete_many(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut query = sqlx::QueryBuilder::new("DELETE FROM servers WHERE id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
+/// Forgets the inner containers of servers that no longer run any.
+pub async fn clear_containers(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut query = sqlx::QueryBuilder::new("DELETE FROM server_containers WHERE server_id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
 pub async fn rename(conn: &mut SqliteConnection, id: i64, name: &str) -> Result<Server, sqlx::Error> {
     sqlx::query_as("UPDATE servers SET name = ?, updated_at = ? WHERE id = ? RETURNING *")
         .bind(name)
