@@ -67,7 +67,7 @@ impl Application {
             .queue_subscribe(subjects.monitor_wildcard(), "api".to_owned())
             .await
             .context("subscribing to monitor snapshots")?;
-        let writer = crate::writer::Writer::spawn(db.write.clone());
+        let writer = crate::writer::Writer::spawn(&settings.database.url, db.write.clone())?;
         let (dispatcher, marker) =
             Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone(), writer.clone());
         let state = AppState {

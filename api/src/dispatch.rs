@@ -133,7 +133,8 @@ impl Marker {
             {
                 batch.push(id);
             }
-            if let Err(error) = self.writer.mark_published(std::mem::take(&mut batch)).await {
+            let ids = std::mem::take(&mut batch);
+            if let Err(error) = self.writer.write(move |conn| jobs::mark_published(conn, &ids)).await {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "marking jobs published; the outbox will publish them again"
@@ -145,7 +146,7 @@ impl Marker {
             batch.push(id);
         }
         if !batch.is_empty() {
-            let _ = self.writer.mark_published(batch).await;
+            let _ = self.writer.write(move |conn| jobs::mark_published(conn, &batch)).await;
         }
     }
 }

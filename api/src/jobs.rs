@@ -87,17 +87,24 @@ pub struct QueuedJob {
 }
 
 impl QueuedJob {
-    pub fn as_new(&self) -> NewJob<'_> {
-        NewJob {
-            id: self.id,
+    /// The row as inserted: everything else starts empty.
+    fn row(&self) -> Job {
+        Job {
+            id: self.id.to_string(),
             server_id: self.server_id,
-            action: self.action,
-            host: &self.host,
-            status: JobStatus::Queued,
-            origin: self.origin,
-            payload: &self.payload,
+            action: self.action.as_str().to_owned(),
+            host: self.host.clone(),
+            status: JobStatus::Queued.as_str().to_owned(),
+            origin: self.origin.to_owned(),
+            attempts: 0,
+            error: None,
+            result: None,
+            payload: self.payload.clone(),
             requested_by: self.requested_by,
             created_at: self.created_at,
+            published_at: None,
+            started_at: None,
+            finished_at: None,
         }
     }
 }
@@ -109,53 +116,62 @@ pub fn payload(server_id: ServerId, id: JobId, spec: Option<ServerSpec>) -> Stri
     serde_json::to_string(&request).expect("a job request is plain data and always serializes")
 }
 
-/// Inserts each job only if its server is in one of its `allowed` states and
-/// has no job in flight, all in one statement; returns the rows inserted.
-/// The conditions are evaluated before any row is inserted, so the caller
-/// must not pass two jobs for one server (the second would pass the check
-/// and then hit `jobs_one_request_in_flight`): it runs such a job in a later
-/// statement of the same transaction, which sees the first.
-pub async fn insert_if_allowed(
-    conn: &mut SqliteConnection,
-    rows: &[(&QueuedJob, &[ServerStatus])],
-) -> Result<Vec<Job>, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
+/// Inserts the job only if its server is in one of `allowed` states and
+/// has no job in flight, in one statement: SQLite runs it atomically, so a
+/// racing request or a state change since the caller's read cannot slip
+/// through. `None` when the condition did not hold. On the writer's
+/// connection ([`crate::writer`]).
+pub fn insert_if_allowed(
+    conn: &rusqlite::Connection,
+    job: &QueuedJob,
+    allowed: &[ServerStatus],
+) -> rusqlite::Result<Option<Job>> {
+    // One bound value for the set, so the statement text (and its cached
+    // preparation) is the same for every action.
+    let mut states = String::from("|");
+    for status in allowed {
+        states.push_str(status.as_str());
+        states.push('|');
     }
-    let mut query = sqlx::QueryBuilder::new(
-        "WITH v(id, server_id, action, host, status, origin, payload, requested_by, created_at, allowed) AS (",
-    );
-    query.push_values(rows, |mut row, (job, allowed)| {
-        row.push_bind(job.id.to_string())
-            .push_bind(job.server_id)
-            .push_bind(job.action.as_str())
-            .push_bind(job.host.as_str())
-            .push_bind(JobStatus::Queued.as_str())
-            .push_bind(job.origin)
-            .push_bind(job.payload.as_str())
-            .push_bind(job.requested_by)
-            .push_bind(job.created_at)
-            .push_bind(allowed_list(allowed));
-    });
-    query.push(
-        ") INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
-         SELECT id, server_id, action, host, status, origin, payload, requested_by, created_at FROM v
-         WHERE EXISTS (SELECT 1 FROM servers s WHERE s.id = v.server_id AND instr(v.allowed, '|' || s.status || '|') > 0)
-           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.server_id = v.server_id AND j.status IN ('queued', 'running'))
-         RETURNING *",
-    );
-    query.build_query_as().fetch_all(conn).await
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
+             SELECT ?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8
+             WHERE EXISTS (SELECT 1 FROM servers WHERE id = ?2 AND instr(?9, '|' || status || '|') > 0)
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE server_id = ?2 AND status IN ('queued', 'running'))",
+        )?
+        .execute(rusqlite::params![
+            job.id.to_string(),
+            job.server_id,
+            job.action.as_str(),
+            job.host,
+            job.origin,
+            job.payload,
+            job.requested_by,
+            crate::writer::timestamp(job.created_at),
+            states,
+        ])?;
+    Ok((inserted == 1).then(|| job.row()))
 }
 
-/// States as one bound value (`|stopped|failed|`), so each row of a
-/// multi-row insert carries its own set.
-fn allowed_list(allowed: &[ServerStatus]) -> String {
-    let mut list = String::from("|");
-    for status in allowed {
-        list.push_str(status.as_str());
-        list.push('|');
-    }
-    list
+/// Inserts the job unconditionally (a new server's create job). On the
+/// writer's connection.
+pub fn insert_queued(conn: &rusqlite::Connection, job: &QueuedJob) -> rusqlite::Result<Job> {
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        job.id.to_string(),
+        job.server_id,
+        job.action.as_str(),
+        job.host,
+        job.origin,
+        job.payload,
+        job.requested_by,
+        crate::writer::timestamp(job.created_at),
+    ])?;
+    Ok(job.row())
 }
 
 pub async fn get<'e, E>(db: E, id: &str) -> Result<Option<Job>, sqlx::Error>
@@ -187,19 +203,14 @@ where
         .await
 }
 
-/// Marks jobs as acknowledged by JetStream, in one statement.
-pub async fn mark_published<'e, E>(db: E, ids: &[JobId]) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    let mut query = sqlx::QueryBuilder::new("UPDATE jobs SET published_at = ");
-    query.push_bind(Utc::now()).push(" WHERE published_at IS NULL AND id IN (");
-    let mut list = query.separated(", ");
+/// Marks jobs as acknowledged by JetStream. On the writer's connection,
+/// where a statement per job costs microseconds.
+pub fn mark_published(conn: &rusqlite::Connection, ids: &[JobId]) -> rusqlite::Result<()> {
+    let now = crate::writer::timestamp(Utc::now());
+    let mut mark = conn.prepare_cached("UPDATE jobs SET published_at = ?1 WHERE id = ?2 AND published_at IS NULL")?;
     for id in ids {
-        list.push_bind(id.to_string());
+        mark.execute(rusqlite::params![now, id.to_string()])?;
     }
-    query.push(")");
-    query.build().execute(db).await?;
     Ok(())
 }
 

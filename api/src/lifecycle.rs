@@ -10,9 +10,8 @@ use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::ApiError;
 use crate::jobs::{self, Job, NewJob, QueuedJob};
-use crate::servers::{self, Server};
+use crate::servers::{self, NewServer, Server};
 use crate::users::User;
-use crate::writer::NewServerJob;
 
 /// Who asks for a job.
 #[derive(Debug, Clone, Copy)]
@@ -74,24 +73,36 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
     ensure_broker(state)?;
     let host = place(state).await?;
 
-    let new = NewServerJob {
-        owner_id: user.id,
-        name: name.as_str().to_owned(),
-        host: host.clone(),
-        spec,
-        job_id: JobId::new(),
-        origin: Actor::User(user).origin(),
-        requested_by: Some(user.id),
-    };
-    let (server, job) = state.writer.create_server(new).await?;
+    let (owner, origin, job_id) = (user.id, Actor::User(user).origin(), JobId::new());
+    let placed = host.clone();
+    let (server, job) = state
+        .writer
+        .write(move |conn| {
+            let new = NewServer { owner_id: owner, name: name.as_str(), host: &placed, spec: &spec };
+            let server = servers::insert_now(conn, &new)?;
+            let server_id = ServerId::new(server.id).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            let job = QueuedJob {
+                id: job_id,
+                server_id: server.id,
+                action: Action::Create,
+                host: server.host.clone(),
+                origin,
+                payload: jobs::payload(server_id, job_id, Some(spec.clone())),
+                requested_by: Some(owner),
+                created_at: Utc::now(),
+            };
+            let job = jobs::insert_queued(conn, &job)?;
+            Ok((server, job))
+        })
+        .await?;
     tracing::info!(server_id = server.id, job_id = %job.id, host, "server accepted for creation");
     publish(state, &job).await;
     Ok((server, job))
 }
 
 /// Accepts `action` on a server the actor may act on. The checks run on
-/// the read pool and are repeated atomically by the writer's conditional
-/// insert, which commits it together with the requests queued beside it.
+/// the read pool and are repeated atomically by the conditional insert on
+/// the writer, which commits it together with the requests queued beside it.
 pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
     ensure_broker(state)?;
     let server = check(state, actor, server_id, action).await?;
@@ -109,7 +120,17 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
         created_at: Utc::now(),
     };
     let allowed: Vec<ServerStatus> = ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
-    let inserted = state.writer.insert_if_allowed(job, allowed, action.in_flight_status()).await?;
+    let then = action.in_flight_status();
+    let inserted = state
+        .writer
+        .write(move |conn| {
+            let inserted = jobs::insert_if_allowed(conn, &job, &allowed)?;
+            if let (Some(job), Some(status)) = (&inserted, then) {
+                servers::set_status_now(conn, job.server_id, status)?;
+            }
+            Ok(inserted)
+        })
+        .await?;
     let Some(job) = inserted else {
         // Lost a race since the read: say why, as the checks would have.
         check(state, actor, server_id, action).await?;

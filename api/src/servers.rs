@@ -102,46 +102,46 @@ pub struct NewServer<'a> {
     pub spec: &'a ServerSpec,
 }
 
-pub async fn insert(conn: &mut SqliteConnection, new: NewServer<'_>) -> Result<Server, sqlx::Error> {
+/// Inserts a server (creating) and returns its row. On the writer's
+/// connection ([`crate::writer`]).
+pub fn insert_now(conn: &rusqlite::Connection, new: &NewServer<'_>) -> rusqlite::Result<Server> {
     let now = Utc::now();
-    sqlx::query_as(
+    let memory_mb = new.spec.memory_mb.map(|m| m as i64);
+    conn.prepare_cached(
         "INSERT INTO servers (owner_id, name, host, status, cpus, memory_mb, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-    )
-    .bind(new.owner_id)
-    .bind(new.name)
-    .bind(new.host)
-    .bind(ServerStatus::Creating.as_str())
-    .bind(new.spec.cpus)
-    .bind(new.spec.memory_mb.map(|m| m as i64))
-    .bind(now)
-    .bind(now)
-    .fetch_one(conn)
-    .await
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(rusqlite::params![
+        new.owner_id,
+        new.name,
+        new.host,
+        ServerStatus::Creating.as_str(),
+        new.spec.cpus,
+        memory_mb,
+        crate::writer::timestamp(now),
+    ])?;
+    Ok(Server {
+        id: conn.last_insert_rowid(),
+        name: new.name.to_owned(),
+        owner_id: new.owner_id,
+        host: new.host.to_owned(),
+        status: ServerStatus::Creating.as_str().to_owned(),
+        container_id: None,
+        data_exists: false,
+        cpus: new.spec.cpus,
+        memory_mb,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        purge_after: None,
+    })
 }
 
-pub async fn set_status(conn: &mut SqliteConnection, id: i64, status: ServerStatus) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE servers SET status = ?, updated_at = ? WHERE id = ?")
-        .bind(status.as_str())
-        .bind(Utc::now())
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Sets many servers' statuses in one statement.
-pub async fn set_statuses(conn: &mut SqliteConnection, changes: &[(i64, ServerStatus)]) -> Result<(), sqlx::Error> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut query = sqlx::QueryBuilder::new("WITH v(id, status) AS (");
-    query.push_values(changes, |mut row, (id, status)| {
-        row.push_bind(*id).push_bind(status.as_str());
-    });
-    query.push(") UPDATE servers SET status = v.status, updated_at = ").push_bind(Utc::now());
-    query.push(" FROM v WHERE servers.id = v.id");
-    query.build().execute(conn).await?;
+/// Sets a server's status. On the writer's connection.
+pub fn set_status_now(conn: &rusqlite::Connection, id: i64, status: ServerStatus) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE servers SET status = ?1, updated_at = ?2 WHERE id = ?3")?
+        .execute(rusqlite::params![status.as_str(), crate::writer::timestamp(Utc::now()), id])?;
     Ok(())
 }
 

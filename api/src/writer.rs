@@ -1,270 +1,227 @@
 //! The group-commit writer: the api's request writes (accepting a job,
-//! creating a server, marking jobs published) queue here, and one task
-//! commits whatever has queued in ONE transaction, with one multi-row
-//! statement per kind of write, then answers each caller.
+//! creating a server, marking jobs published) queue here, and one OS thread
+//! runs whatever has queued in ONE transaction on a connection of its own,
+//! then answers each caller.
 //!
-//! Why: SQLite has one writer, and each sqlx statement is a hand-off to the
-//! connection's own thread. Per-request transactions paid that hand-off
-//! (three or four times) and a commit for every request, so requests spent
-//! most of their time queueing for the connection. A batch pays them once.
+//! Why: SQLite has one writer, and through sqlx each statement, `BEGIN` and
+//! `COMMIT` included, is a hand-off to the connection's own thread and back
+//! (measured at 0.6 to 1 ms each under load, most of it waiting for a core).
+//! Per-request transactions paid several of those and a commit for every
+//! request; even a batch paid four. This thread calls SQLite directly, so a
+//! batch costs one wake-up and one commit, whatever its size.
 //!
-//! Each request keeps its own outcome: the conditions of a conditional
-//! insert are evaluated per row, in arrival order, and a batch that fails
-//! as a whole is rolled back and its requests are retried one by one, so
-//! one bad request fails alone.
+//! Each request keeps its own outcome: it runs in its own SAVEPOINT, in
+//! arrival order, so it sees the rows of the requests before it in the batch
+//! and a failing one is rolled back alone.
+//!
+//! The thread still holds the sqlx write pool's one connection while it
+//! runs a batch: that pool is the api's write lock, so the other writers
+//! (events, reconciliation, …) queue in the process instead of meeting in
+//! SQLite's busy handler, which sleeps.
 
-use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::{SqliteConnection, SqlitePool};
+use anyhow::Context as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::Connection;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnectOptions;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
-use vsfleet_contract::{Action, JobId, JobStatus, ServerId, ServerSpec, ServerStatus};
 
-use crate::jobs::{self, Job, NewJob, QueuedJob};
-use crate::servers::{self, NewServer, Server};
+/// Requests taken into one transaction at most.
+const MAX_BATCH: usize = 512;
 
-/// Commands taken into one transaction at most.
-const MAX_BATCH: usize = 256;
-
-/// Ids per `UPDATE … WHERE id IN (…)` when marking jobs published.
-const MARKS_PER_STATEMENT: usize = 500;
-
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("writing to the database")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] Arc<rusqlite::Error>),
+    #[error("waiting for the database write lock")]
+    Lock(#[source] Arc<sqlx::Error>),
+    #[error("a database write panicked")]
+    Panicked,
     #[error("the database writer has stopped")]
     Stopped,
 }
 
-/// A new server with its create job.
-#[derive(Debug, Clone)]
-pub struct NewServerJob {
-    pub owner_id: i64,
-    pub name: String,
-    pub host: String,
-    pub spec: ServerSpec,
-    pub job_id: JobId,
-    pub origin: &'static str,
-    pub requested_by: Option<i64>,
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        WriteError::Database(Arc::new(e))
+    }
 }
 
-/// The sending side; cheap to clone. The writer task stops once every
-/// clone is dropped and the queue is empty.
+/// The sending side; cheap to clone. The thread ends once every clone is
+/// dropped and the queue is empty.
 #[derive(Clone, Debug)]
 pub struct Writer {
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-enum Command {
-    Insert { job: QueuedJob, allowed: Vec<ServerStatus>, then: Option<ServerStatus>, reply: Reply<Option<Job>> },
-    Create { new: NewServerJob, reply: Reply<(Server, Job)> },
-    Mark { ids: Vec<JobId>, reply: Reply<()> },
-}
-
-type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
-
-/// What a command produced, delivered only after the commit.
-enum Outcome {
-    Inserted(Option<Job>),
-    Created(Server, Job),
-    Marked,
+    tasks: mpsc::UnboundedSender<Box<dyn Task>>,
 }
 
 impl Writer {
-    /// Starts the writer task on `pool` (the one-connection write pool, so
-    /// other writers still queue behind a batch rather than contend).
-    pub fn spawn(pool: SqlitePool) -> Self {
-        let (commands, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, queue));
-        Self { commands }
+    /// Opens the writer's connection to the database at `url` and starts its
+    /// thread. `lock` is the one-connection sqlx write pool.
+    pub fn spawn(url: &str, lock: SqlitePool) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url).with_context(|| format!("database.url {url:?}"))?;
+        let path = options.get_filename();
+        let conn = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
+        // As the sqlx connections (`db::open`); WAL is already on, it is a
+        // property of the file.
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "normal")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let (tasks, queue) = mpsc::unbounded_channel();
+        let runtime = Handle::current();
+        std::thread::Builder::new()
+            .name("vsfleet-writer".into())
+            .spawn(move || run(conn, queue, lock, runtime))
+            .context("starting the writer thread")?;
+        Ok(Self { tasks })
     }
 
-    /// Inserts `job` only if its server is in one of `allowed` states and has
-    /// no job in flight, and then moves the server to `then` if given.
-    /// `None` when the condition did not hold.
-    pub async fn insert_if_allowed(
-        &self,
-        job: QueuedJob,
-        allowed: Vec<ServerStatus>,
-        then: Option<ServerStatus>,
-    ) -> Result<Option<Job>, WriteError> {
-        self.call(|reply| Command::Insert { job, allowed, then, reply }).await
-    }
-
-    /// Inserts a server (creating) and its create job.
-    pub async fn create_server(&self, new: NewServerJob) -> Result<(Server, Job), WriteError> {
-        self.call(|reply| Command::Create { new, reply }).await
-    }
-
-    /// Records that JetStream acknowledged these jobs.
-    pub async fn mark_published(&self, ids: Vec<JobId>) -> Result<(), WriteError> {
-        self.call(|reply| Command::Mark { ids, reply }).await
-    }
-
-    async fn call<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, WriteError> {
+    /// Runs `write` in the next batch's transaction and returns its result
+    /// once that transaction is committed. `write` must not block: the
+    /// requests batched with it wait for it.
+    pub async fn write<T, F>(&self, write: F) -> Result<T, WriteError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(command(reply)).map_err(|_| WriteError::Stopped)?;
+        self.tasks.send(Box::new(Call { write, reply })).map_err(|_| WriteError::Stopped)?;
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
-async fn run(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<Command>) {
+/// One queued write, type-erased so writes of every result type share a batch.
+trait Task: Send {
+    /// Runs the write in its own savepoint; returns what answers the caller
+    /// once the batch's commit succeeded or failed.
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Settle>;
+    fn fail(self: Box<Self>, error: WriteError);
+}
+
+trait Settle: Send {
+    fn settle(self: Box<Self>, committed: Result<(), WriteError>);
+}
+
+struct Call<F, T> {
+    write: F,
+    reply: oneshot::Sender<Result<T, WriteError>>,
+}
+
+struct Done<T> {
+    outcome: Result<T, WriteError>,
+    reply: oneshot::Sender<Result<T, WriteError>>,
+}
+
+impl<F, T> Task for Call<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Settle> {
+        let Call { write, reply } = *self;
+        Box::new(Done { outcome: in_savepoint(conn, write), reply })
+    }
+
+    fn fail(self: Box<Self>, error: WriteError) {
+        // A caller that gave up (its request was dropped) needs no answer.
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl<T: Send> Settle for Done<T> {
+    fn settle(self: Box<Self>, committed: Result<(), WriteError>) {
+        let outcome = match committed {
+            Ok(()) => self.outcome,
+            Err(error) => Err(self.outcome.err().unwrap_or(error)),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+fn in_savepoint<T>(conn: &Connection, write: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, WriteError> {
+    if let Err(error) = conn.prepare_cached("SAVEPOINT request").and_then(|mut s| s.execute([])) {
+        return Err(error.into());
+    }
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| write(conn))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.into()),
+        Err(_) => Err(WriteError::Panicked),
+    };
+    let end = if outcome.is_ok() { "RELEASE request" } else { "ROLLBACK TO request" };
+    conn.prepare_cached(end).and_then(|mut s| s.execute([]))?;
+    if outcome.is_err() {
+        conn.prepare_cached("RELEASE request").and_then(|mut s| s.execute([]))?;
+    }
+    outcome
+}
+
+fn run(conn: Connection, mut queue: mpsc::UnboundedReceiver<Box<dyn Task>>, lock: SqlitePool, runtime: Handle) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // No waiting to fill a batch: what queued while the last one committed
-    // is the next one, so a lone request is not delayed.
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&pool, std::mem::take(&mut batch)).await;
-    }
-}
-
-/// Commits `commands` together and answers them; if that fails, commits
-/// each alone so only the request at fault gets the error.
-async fn commit(pool: &SqlitePool, commands: Vec<Command>) {
-    match apply(pool, &commands).await {
-        Ok(outcomes) => {
-            for (command, outcome) in commands.into_iter().zip(outcomes) {
-                answer(command, Ok(outcome));
+    // No waiting to fill a batch: what queued while the last one ran is the
+    // next one, so a lone request is not delayed.
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH
+            && let Ok(task) = queue.try_recv()
+        {
+            batch.push(task);
+        }
+        let held = match runtime.block_on(lock.acquire()) {
+            Ok(held) => held,
+            Err(error) => {
+                let error = WriteError::Lock(Arc::new(error));
+                batch.drain(..).for_each(|task| task.fail(error.clone()));
+                continue;
             }
-        }
-        Err(error) if commands.len() == 1 => {
-            answer(commands.into_iter().next().expect("one command"), Err(error.into()));
-        }
-        Err(error) => {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                commands = commands.len(),
-                "batch write failed; retrying one by one"
-            );
-            for command in commands {
-                let outcome = apply(pool, std::slice::from_ref(&command)).await;
-                answer(command, outcome.map(|mut o| o.pop().expect("one outcome per command")).map_err(Into::into));
-            }
-        }
+        };
+        commit(&conn, &mut batch);
+        // Returning a pool connection spawns onto the runtime.
+        runtime.block_on(async move { drop(held) });
     }
 }
 
-/// A caller that gave up (its request was dropped) needs no answer.
-fn answer(command: Command, outcome: Result<Outcome, WriteError>) {
-    match (command, outcome) {
-        (Command::Insert { reply, .. }, Ok(Outcome::Inserted(job))) => drop(reply.send(Ok(job))),
-        (Command::Create { reply, .. }, Ok(Outcome::Created(server, job))) => drop(reply.send(Ok((server, job)))),
-        (Command::Mark { reply, .. }, Ok(Outcome::Marked)) => drop(reply.send(Ok(()))),
-        (Command::Insert { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-        (Command::Create { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-        (Command::Mark { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-        (_, Ok(_)) => unreachable!("apply returns the outcome of each command's own kind"),
+fn commit(conn: &Connection, batch: &mut Vec<Box<dyn Task>>) {
+    if let Err(error) = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])) {
+        let error = WriteError::from(error);
+        batch.drain(..).for_each(|task| task.fail(error.clone()));
+        return;
+    }
+    let done: Vec<Box<dyn Settle>> = batch.drain(..).map(|task| task.run(conn)).collect();
+    let committed = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(drop).map_err(WriteError::from);
+    if let Err(error) = &committed {
+        tracing::error!(error = format!("{error:#}"), requests = done.len(), "committing a batch of writes failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for settle in done {
+        settle.settle(committed.clone());
     }
 }
 
-/// Runs `commands` in one `BEGIN IMMEDIATE` transaction; one outcome per command.
-async fn apply(pool: &SqlitePool, commands: &[Command]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes: Vec<Option<Outcome>> = commands.iter().map(|_| None).collect();
-    for (i, command) in commands.iter().enumerate() {
-        if let Command::Create { new, .. } = command {
-            let (server, job) = create(&mut tx, new).await?;
-            outcomes[i] = Some(Outcome::Created(server, job));
-        }
-    }
-    insert_in_rounds(&mut tx, commands, &mut outcomes).await?;
-    let marks: Vec<JobId> = commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::Mark { ids, .. } => Some(ids.iter().copied()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    for chunk in marks.chunks(MARKS_PER_STATEMENT) {
-        jobs::mark_published(&mut *tx, chunk).await?;
-    }
-    tx.commit().await?;
-    Ok(commands
-        .iter()
-        .zip(outcomes)
-        .map(|(command, outcome)| match command {
-            Command::Mark { .. } => Outcome::Marked,
-            _ => outcome.expect("every insert and create has its outcome"),
-        })
-        .collect())
-}
-
-/// Conditional inserts, one statement per round; a round holds at most one
-/// job per server, so a later request for a server already in the batch
-/// sees the earlier one's row and state, exactly as if it had come alone
-/// after it.
-async fn insert_in_rounds(
-    conn: &mut SqliteConnection,
-    commands: &[Command],
-    outcomes: &mut [Option<Outcome>],
-) -> Result<(), sqlx::Error> {
-    let mut pending: Vec<usize> =
-        commands.iter().enumerate().filter(|(_, c)| matches!(c, Command::Insert { .. })).map(|(i, _)| i).collect();
-    while !pending.is_empty() {
-        let mut servers_in_round = HashSet::new();
-        let (round, later): (Vec<usize>, Vec<usize>) =
-            pending.into_iter().partition(|&i| servers_in_round.insert(insert_of(&commands[i]).0.server_id));
-        let rows: Vec<(&QueuedJob, &[ServerStatus])> = round
-            .iter()
-            .map(|&i| {
-                let (job, allowed, _) = insert_of(&commands[i]);
-                (job, allowed)
-            })
-            .collect();
-        let mut inserted: HashMap<String, Job> =
-            jobs::insert_if_allowed(conn, &rows).await?.into_iter().map(|job| (job.id.clone(), job)).collect();
-        let mut changes = Vec::new();
-        for &i in &round {
-            let (job, _, then) = insert_of(&commands[i]);
-            let row = inserted.remove(&job.id.to_string());
-            if let (Some(_), Some(status)) = (&row, then) {
-                changes.push((job.server_id, status));
-            }
-            outcomes[i] = Some(Outcome::Inserted(row));
-        }
-        servers::set_statuses(conn, &changes).await?;
-        pending = later;
-    }
-    Ok(())
-}
-
-fn insert_of(command: &Command) -> (&QueuedJob, &[ServerStatus], Option<ServerStatus>) {
-    match command {
-        Command::Insert { job, allowed, then, .. } => (job, allowed, *then),
-        _ => unreachable!("only inserts are pending"),
-    }
-}
-
-async fn create(conn: &mut SqliteConnection, new: &NewServerJob) -> Result<(Server, Job), sqlx::Error> {
-    let server =
-        servers::insert(conn, NewServer { owner_id: new.owner_id, name: &new.name, host: &new.host, spec: &new.spec })
-            .await?;
-    let server_id = ServerId::new(server.id).map_err(|e| sqlx::Error::Protocol(format!("new server row: {e}")))?;
-    let payload = jobs::payload(server_id, new.job_id, Some(new.spec.clone()));
-    let job = jobs::insert(
-        conn,
-        NewJob {
-            id: new.job_id,
-            server_id: server.id,
-            action: Action::Create,
-            host: &server.host,
-            status: JobStatus::Queued,
-            origin: new.origin,
-            payload: &payload,
-            requested_by: new.requested_by,
-            created_at: chrono::Utc::now(),
-        },
-    )
-    .await?;
-    Ok((server, job))
+/// A timestamp as sqlx writes it, so rows written here sort and compare
+/// with the rest.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
 #[cfg(test)]
 mod tests {
     use futures::future::join_all;
+    use vsfleet_contract::{Action, JobId, ServerStatus};
 
     use super::*;
-    use crate::db::{scratch, scratch_server};
+    use crate::db::{Db, scratch, scratch_server};
+    use crate::jobs::{self, Job, QueuedJob};
+
+    fn writer(dir: &tempfile::TempDir, db: &Db) -> Writer {
+        Writer::spawn(&format!("sqlite://{}", dir.path().join("test.db").display()), db.write.clone()).unwrap()
+    }
 
     fn queued(server_id: i64, action: Action) -> QueuedJob {
         QueuedJob {
@@ -275,31 +232,55 @@ mod tests {
             origin: "api",
             payload: "{}".into(),
             requested_by: Some(1),
-            created_at: chrono::Utc::now(),
+            created_at: Utc::now(),
         }
     }
 
+    /// What `lifecycle::request` sends.
     async fn send(writer: &Writer, job: QueuedJob) -> Result<Option<Job>, WriteError> {
-        let allowed = ServerStatus::ALL.into_iter().filter(|s| job.action.allowed_from(*s)).collect();
+        let allowed: Vec<ServerStatus> =
+            ServerStatus::ALL.into_iter().filter(|s| job.action.allowed_from(*s)).collect();
         let then = job.action.in_flight_status();
-        writer.insert_if_allowed(job, allowed, then).await
+        writer
+            .write(move |conn| {
+                let inserted = jobs::insert_if_allowed(conn, &job, &allowed)?;
+                if let (Some(job), Some(status)) = (&inserted, then) {
+                    crate::servers::set_status_now(conn, job.server_id, status)?;
+                }
+                Ok(inserted)
+            })
+            .await
     }
 
-    async fn status(pool: &SqlitePool, server_id: i64) -> String {
-        let (status,): (String,) =
-            sqlx::query_as("SELECT status FROM servers WHERE id = ?").bind(server_id).fetch_one(pool).await.unwrap();
+    /// Sends `jobs` in order while the write lock is held, so they queue
+    /// and are committed together rather than one by one.
+    async fn send_together(db: &Db, writer: &Writer, jobs: Vec<QueuedJob>) -> Vec<Result<Option<Job>, WriteError>> {
+        let held = db.write.acquire().await.unwrap();
+        let all = tokio::spawn({
+            let writer = writer.clone();
+            async move { join_all(jobs.into_iter().map(|job| send(&writer, job))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        all.await.unwrap()
+    }
+
+    async fn status(db: &Db, server_id: i64) -> String {
+        let (status,): (String,) = sqlx::query_as("SELECT status FROM servers WHERE id = ?")
+            .bind(server_id)
+            .fetch_one(&db.read)
+            .await
+            .unwrap();
         status
     }
 
-    // The test runtime runs one thread: every request below is queued
-    // before the writer task first runs, so each test is one batch.
-
     #[tokio::test]
-    async fn racing_requests_in_one_batch_accept_exactly_the_first_per_server() {
-        let (_dir, db) = scratch().await;
+    async fn racing_requests_accept_exactly_the_first_per_server() {
+        let (dir, db) = scratch().await;
         let (a, b) = (scratch_server(&db, "stopped").await, scratch_server(&db, "stopped").await);
-        let writer = Writer::spawn(db.write.clone());
-        let results = join_all((0..10).map(|n| send(&writer, queued([a, b][n % 2], Action::Start)))).await;
+        let writer = writer(&dir, &db);
+        let results =
+            send_together(&db, &writer, (0..10).map(|n| queued([a, b][n % 2], Action::Start)).collect()).await;
         let accepted: Vec<bool> = results.into_iter().map(|r| r.unwrap().is_some()).collect();
         assert_eq!(accepted, [true, true, false, false, false, false, false, false, false, false]);
         let (in_flight,): (i64,) =
@@ -308,66 +289,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_sees_the_state_left_by_the_requests_before_it_in_the_batch() {
-        let (_dir, db) = scratch().await;
+    async fn a_request_sees_the_state_left_by_the_requests_before_it() {
+        let (dir, db) = scratch().await;
         let (stopped, running) = (scratch_server(&db, "stopped").await, scratch_server(&db, "running").await);
-        let writer = Writer::spawn(db.write.clone());
-        let results = join_all([
-            send(&writer, queued(stopped, Action::Stop)),  // not from stopped: refused
-            send(&writer, queued(stopped, Action::Start)), // so this one is accepted
-            send(&writer, queued(running, Action::Delete)),
-            send(&writer, queued(running, Action::Stop)), // a delete is in flight
-        ])
-        .await;
-        let accepted: Vec<bool> = results.into_iter().map(|r| r.unwrap().is_some()).collect();
+        let writer = writer(&dir, &db);
+        let jobs = vec![
+            queued(stopped, Action::Stop),  // not from stopped: refused
+            queued(stopped, Action::Start), // so this one is accepted
+            queued(running, Action::Delete),
+            queued(running, Action::Stop), // the delete is in flight
+        ];
+        let accepted: Vec<bool> =
+            send_together(&db, &writer, jobs).await.into_iter().map(|r| r.unwrap().is_some()).collect();
         assert_eq!(accepted, [false, true, true, false]);
-        assert_eq!(status(&db.read, stopped).await, "stopped");
-        assert_eq!(status(&db.read, running).await, "deleting");
+        assert_eq!(status(&db, stopped).await, "stopped");
+        assert_eq!(status(&db, running).await, "deleting");
     }
 
     #[tokio::test]
     async fn a_failing_request_fails_alone() {
-        let (_dir, db) = scratch().await;
+        let (dir, db) = scratch().await;
         let ids: Vec<i64> = join_all((0..3).map(|_| scratch_server(&db, "stopped"))).await;
-        let writer = Writer::spawn(db.write.clone());
+        let writer = writer(&dir, &db);
         let taken = send(&writer, queued(ids[0], Action::Start)).await.unwrap().unwrap().job_id();
         let mut duplicate = queued(ids[1], Action::Start);
         duplicate.id = taken;
-        let results = join_all([
-            send(&writer, duplicate),
-            send(&writer, queued(ids[2], Action::Start)),
-            send(&writer, queued(ids[0], Action::Start)),
-        ])
-        .await;
+        let results =
+            send_together(&db, &writer, vec![duplicate, queued(ids[2], Action::Start), queued(ids[1], Action::Start)])
+                .await;
         assert!(matches!(results[0], Err(WriteError::Database(_))), "{:?}", results[0]);
         assert!(matches!(results[1], Ok(Some(_))), "{:?}", results[1]);
-        assert!(matches!(results[2], Ok(None)), "{:?}", results[2]);
+        assert!(matches!(results[2], Ok(Some(_))), "the failed one left nothing behind: {:?}", results[2]);
+        let panicked = writer.write(|_| -> rusqlite::Result<()> { panic!("a bug in a write") }).await;
+        assert!(matches!(panicked, Err(WriteError::Panicked)));
+        assert!(send(&writer, queued(ids[0], Action::Start)).await.is_ok(), "the writer outlives a panic");
     }
 
     #[tokio::test]
-    async fn a_created_server_comes_with_its_job_and_marks_record_the_publish() {
-        let (_dir, db) = scratch().await;
-        let writer = Writer::spawn(db.write.clone());
-        let new = NewServerJob {
-            owner_id: 1,
-            name: "naujas".into(),
-            host: "h1".into(),
-            spec: ServerSpec { cpus: Some(1.0), memory_mb: None },
-            job_id: JobId::new(),
-            origin: "api",
-            requested_by: Some(1),
-        };
-        let (server, job) = writer.create_server(new.clone()).await.unwrap();
-        assert_eq!((server.status(), server.name.as_str(), server.cpus), (ServerStatus::Creating, "naujas", Some(1.0)));
-        assert_eq!((job.server_id, job.action(), job.job_id()), (server.id, Some(Action::Create), new.job_id));
-        let request: vsfleet_contract::JobRequest = serde_json::from_str(&job.payload).unwrap();
-        assert_eq!(
-            (request.server_id.as_i64(), request.job_id, request.spec),
-            (server.id, Some(new.job_id), Some(new.spec))
-        );
-        assert!(job.published_at.is_none());
-        writer.mark_published(vec![job.job_id()]).await.unwrap();
-        let job = jobs::get(&db.read, &job.id).await.unwrap().unwrap();
-        assert!(job.published_at.is_some());
+    async fn rows_written_here_read_back_as_written() {
+        let (dir, db) = scratch().await;
+        let server = scratch_server(&db, "stopped").await;
+        let writer = writer(&dir, &db);
+        let job = send(&writer, queued(server, Action::Start)).await.unwrap().unwrap();
+        assert_eq!(jobs::get(&db.read, &job.id).await.unwrap().unwrap().created_at, job.created_at);
+        let ids = vec![job.job_id()];
+        writer.write(move |conn| jobs::mark_published(conn, &ids)).await.unwrap();
+        let read = jobs::get(&db.read, &job.id).await.unwrap().unwrap();
+        assert!(read.published_at.is_some_and(|at| at >= job.created_at));
+        let (older,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE created_at < ?")
+            .bind(job.created_at + chrono::Duration::milliseconds(1))
+            .fetch_one(&db.read)
+            .await
+            .unwrap();
+        assert_eq!(older, 1, "timestamps compare as sqlx writes them");
     }
 }
