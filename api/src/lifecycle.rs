@@ -100,42 +100,60 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
     Ok((server, job))
 }
 
-/// Accepts `action` on a server the actor may act on. The checks run on
-/// the read pool and are repeated atomically by the conditional insert on
-/// the writer, which commits it together with the requests queued beside it.
+/// Accepts `action` on a server the actor may act on. The checks and the
+/// insert run together on the writer, in the transaction it commits with
+/// the requests queued beside it: no state change can slip in between, and
+/// the request needs no read of its own (each sqlx read is a hand-off to a
+/// connection thread and back).
 pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
     ensure_broker(state)?;
-    let server = check(state, actor, server_id, action).await?;
-    let id = JobId::new();
-    // Start and restart may rebuild the container, so they carry the spec.
-    let spec = matches!(action, Action::Start | Action::Restart).then(|| server.spec());
-    let job = QueuedJob {
-        id,
-        server_id,
-        action,
-        host: server.host,
-        origin: actor.origin(),
-        payload: payload(server_id, id, spec)?,
-        requested_by: actor.user_id(),
-        created_at: Utc::now(),
+    let viewer = match actor {
+        Actor::User(user) => Some((user.id, user.is_admin)),
+        Actor::Scheduler => None,
     };
-    let allowed: Vec<ServerStatus> = ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
-    let then = action.in_flight_status();
-    let inserted = state
+    let (origin, requested_by) = (actor.origin(), actor.user_id());
+    let accepted = state
         .writer
         .write(move |conn| {
-            let inserted = jobs::insert_if_allowed(conn, &job, &allowed)?;
-            if let (Some(job), Some(status)) = (&inserted, then) {
-                servers::set_status_now(conn, job.server_id, status)?;
+            let Some(found) = servers::checked_now(conn, server_id)? else {
+                return Ok(Err(ApiError::NotFound("server")));
+            };
+            if let Err(refused) = check(&found, viewer, action) {
+                return Ok(Err(refused));
             }
-            Ok(inserted)
+            let id = JobId::new();
+            // Start and restart may rebuild the container, so they carry the spec.
+            let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
+            let payload = match payload(server_id, id, spec) {
+                Ok(payload) => payload,
+                Err(error) => return Ok(Err(error)),
+            };
+            let job = QueuedJob {
+                id,
+                server_id,
+                action,
+                host: found.host,
+                origin,
+                payload,
+                requested_by,
+                created_at: Utc::now(),
+            };
+            let allowed: Vec<ServerStatus> =
+                ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
+            // Checked above in this transaction; the conditional insert and
+            // the unique index still guard the rule where it is stored.
+            let Some(job) = jobs::insert_if_allowed(conn, &job, &allowed)? else {
+                return Ok(Err(ApiError::Internal(anyhow::anyhow!(
+                    "job for server {server_id} refused without a reason"
+                ))));
+            };
+            if let Some(status) = action.in_flight_status() {
+                servers::set_status_now(conn, server_id, status)?;
+            }
+            Ok(Ok(job))
         })
         .await?;
-    let Some(job) = inserted else {
-        // Lost a race since the read: say why, as the checks would have.
-        check(state, actor, server_id, action).await?;
-        return Err(ApiError::Internal(anyhow::anyhow!("job for server {server_id} refused without a reason")));
-    };
+    let job = accepted?;
     tracing::info!(server_id, job_id = %job.id, %action, origin = actor.origin(), "job accepted");
     publish(state, &job).await;
     Ok(job)
@@ -143,20 +161,18 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
 
 /// Visibility, jobs in flight, then the state machine, in that order (the
 /// job in flight is the more useful answer while a create or delete runs).
-async fn check(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Server, ApiError> {
-    let found = servers::get_with_busy_job(&state.db.read, server_id).await?;
-    let (server, busy) = match (found, actor) {
-        (Some(f), Actor::User(user)) if !f.server.visible_to(user) => return Err(ApiError::NotFound("server")),
-        (Some(f), _) => (f.server, f.busy_job),
-        (None, _) => return Err(ApiError::NotFound("server")),
-    };
-    if let Some(busy) = busy {
+/// `viewer` is the user's id and admin flag; `None` sees every server.
+fn check(found: &servers::Checked, viewer: Option<(i64, bool)>, action: Action) -> Result<(), ApiError> {
+    if viewer.is_some_and(|(id, admin)| !admin && found.owner_id != id) {
+        return Err(ApiError::NotFound("server"));
+    }
+    if let Some(busy) = &found.busy_job {
         return Err(ApiError::JobInFlight(busy.parse().map_err(anyhow::Error::from)?));
     }
-    if !action.allowed_from(server.status()) {
-        return Err(ApiError::InvalidTransition { action: action.as_str(), status: server.status() });
+    if !action.allowed_from(found.status) {
+        return Err(ApiError::InvalidTransition { action: action.as_str(), status: found.status });
     }
-    Ok(server)
+    Ok(())
 }
 
 fn payload(server_id: i64, id: JobId, spec: Option<ServerSpec>) -> Result<String, ApiError> {

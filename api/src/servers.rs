@@ -138,6 +138,41 @@ pub fn insert_now(conn: &rusqlite::Connection, new: &NewServer<'_>) -> rusqlite:
     })
 }
 
+/// What a request checks, read on the writer's connection.
+pub struct Checked {
+    pub owner_id: i64,
+    pub status: ServerStatus,
+    pub host: String,
+    pub spec: ServerSpec,
+    /// The job in flight, if any.
+    pub busy_job: Option<String>,
+}
+
+/// The server's owner, state, host and spec, with its job in flight, in one
+/// read. On the writer's connection.
+pub fn checked_now(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<Checked>> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached(
+        "SELECT s.owner_id, s.status, s.host, s.cpus, s.memory_mb,
+                (SELECT j.id FROM jobs j WHERE j.server_id = s.id AND j.status IN ('queued', 'running')
+                 ORDER BY j.created_at LIMIT 1)
+         FROM servers s WHERE s.id = ?1",
+    )?
+    .query_row([id], |row| {
+        let status: String = row.get(1)?;
+        let memory_mb: Option<i64> = row.get(4)?;
+        Ok(Checked {
+            owner_id: row.get(0)?,
+            // Only this crate writes the column, always from a `ServerStatus`.
+            status: status.parse().unwrap_or(ServerStatus::Failed),
+            host: row.get(2)?,
+            spec: ServerSpec { cpus: row.get(3)?, memory_mb: memory_mb.map(|m| m as u64) },
+            busy_job: row.get(5)?,
+        })
+    })
+    .optional()
+}
+
 /// Sets a server's status. On the writer's connection.
 pub fn set_status_now(conn: &rusqlite::Connection, id: i64, status: ServerStatus) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE servers SET status = ?1, updated_at = ?2 WHERE id = ?3")?

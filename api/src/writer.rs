@@ -15,25 +15,29 @@
 //! and a failing one is rolled back alone.
 //!
 //! The thread still holds the sqlx write pool's one connection while it
-//! runs a batch: that pool is the api's write lock, so the other writers
+//! runs batches: that pool is the api's write lock, so the other writers
 //! (events, reconciliation, …) queue in the process instead of meeting in
 //! SQLite's busy handler, which sleeps.
 
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
-use sqlx::SqlitePool;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Sqlite, SqlitePool};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 /// Requests taken into one transaction at most.
 const MAX_BATCH: usize = 512;
+
+/// How long a busy writer keeps the write lock before the other writers get a turn.
+const HOLD: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
@@ -164,27 +168,48 @@ fn in_savepoint<T>(conn: &Connection, write: impl FnOnce(&Connection) -> rusqlit
 
 fn run(conn: Connection, mut queue: mpsc::UnboundedReceiver<Box<dyn Task>>, lock: SqlitePool, runtime: Handle) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // No waiting to fill a batch: what queued while the last one ran is the
-    // next one, so a lone request is not delayed.
-    while let Some(first) = queue.blocking_recv() {
+    let mut held: Option<(PoolConnection<Sqlite>, Instant)> = None;
+    // Returning a pool connection spawns onto the runtime.
+    let release = |held: Option<(PoolConnection<Sqlite>, Instant)>| runtime.block_on(async move { drop(held) });
+    loop {
+        // No waiting to fill a batch: what queued while the last one ran is
+        // the next one, so a lone request is not delayed. When there is
+        // nothing, the other writers get the lock.
+        let first = match queue.try_recv() {
+            Ok(task) => task,
+            Err(_) => {
+                release(held.take());
+                match queue.blocking_recv() {
+                    Some(task) => task,
+                    None => break,
+                }
+            }
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH
             && let Ok(task) = queue.try_recv()
         {
             batch.push(task);
         }
-        let held = match runtime.block_on(lock.acquire()) {
-            Ok(held) => held,
-            Err(error) => {
-                let error = WriteError::Lock(Arc::new(error));
-                batch.drain(..).for_each(|task| task.fail(error.clone()));
-                continue;
+        // Taking the lock costs a round trip to sqlx's connection thread (it
+        // pings a returned connection), so a busy writer keeps it from one
+        // batch to the next, and lets the others in every `HOLD`.
+        if held.as_ref().is_some_and(|(_, since)| since.elapsed() >= HOLD) {
+            release(held.take());
+        }
+        if held.is_none() {
+            match runtime.block_on(lock.acquire()) {
+                Ok(conn) => held = Some((conn, Instant::now())),
+                Err(error) => {
+                    let error = WriteError::Lock(Arc::new(error));
+                    batch.drain(..).for_each(|task| task.fail(error.clone()));
+                    continue;
+                }
             }
-        };
+        }
         commit(&conn, &mut batch);
-        // Returning a pool connection spawns onto the runtime.
-        runtime.block_on(async move { drop(held) });
     }
+    release(held);
 }
 
 fn commit(conn: &Connection, batch: &mut Vec<Box<dyn Task>>) {
