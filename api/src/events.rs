@@ -114,9 +114,9 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
 /// Events recorded per transaction at most.
 const BATCH: usize = 256;
 
-/// Records job events in one transaction, in a few multi-row statements
-/// ([`job_events`]); all of them are redelivered if it fails (applying an
-/// event twice changes nothing).
+/// Records job events in one transaction on the writer ([`job_events`]);
+/// all of them are redelivered if it fails (applying an event twice changes
+/// nothing).
 async fn record_jobs(state: &AppState, messages: &[Message]) {
     let mut readable = Vec::with_capacity(messages.len());
     for message in messages {
@@ -126,14 +126,8 @@ async fn record_jobs(state: &AppState, messages: &[Message]) {
         }
     }
     let retention = state.settings.retention();
-    let events: Vec<&JobEvent> = readable.iter().map(|(_, event)| event).collect();
-    let outcome: anyhow::Result<()> = async {
-        let mut tx = begin_write(&state.db).await?;
-        job_events::record(&mut tx, &events, retention).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
+    let events: Vec<JobEvent> = readable.iter().map(|(_, event)| event.clone()).collect();
+    let outcome = state.writer.write(move |conn| job_events::record(conn, &events, retention)).await;
     match outcome {
         Ok(()) => {
             futures::future::join_all(readable.iter().map(|(m, _)| settle(m, Ok(())))).await;

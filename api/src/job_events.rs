@@ -1,15 +1,15 @@
-//! Recording a batch of job events in a fixed number of statements: the job
-//! and server rows the batch touches are read at once, the events are
-//! applied to them in memory in delivery order, and what changed is written
-//! back multi-row. One statement per event (three or four for an outcome)
-//! made this the limit of end-to-end dispatch, each statement being a round
-//! trip to sqlx's connection thread. The caller's write transaction keeps
-//! the read, the changes and the writes atomic.
+//! Recording a batch of job events on the writer ([`crate::writer`]): the
+//! job and server rows the batch touches are read once, the events are
+//! applied to them in memory in delivery order, and each changed row is
+//! written once. Through sqlx, one statement per event (three or four for
+//! an outcome) made this the limit of end-to-end dispatch, each statement
+//! being a round trip to sqlx's connection thread; on the writer a
+//! statement costs microseconds, and the batch shares the requests'
+//! transaction, which keeps the read, the changes and the writes atomic.
 
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
 use vsfleet_contract::{Action, JobEvent, JobPhase, JobStatus, Observation, ServerStatus};
 
 use crate::jobs::{self, Job};
@@ -17,20 +17,16 @@ use crate::servers::{self, Server};
 
 /// Applies `events` in order inside the caller's transaction. Applying an
 /// event twice changes nothing: a finished job ignores later events.
-pub async fn record(
-    conn: &mut SqliteConnection,
-    events: &[&JobEvent],
-    retention: chrono::Duration,
-) -> Result<(), sqlx::Error> {
+pub fn record(conn: &rusqlite::Connection, events: &[JobEvent], retention: chrono::Duration) -> rusqlite::Result<()> {
     let mut ids: Vec<String> = events.iter().map(|ev| ev.job_id.to_string()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let jobs = jobs::get_many(conn, &ids).await?.into_iter().map(|job| (job.id.clone(), job)).collect();
+    let jobs = jobs::get_many(conn, &ids)?.into_iter().map(|job| (job.id.clone(), job)).collect();
     let mut server_ids: Vec<i64> =
         events.iter().filter(|ev| !matches!(ev.phase, JobPhase::Started)).map(|ev| ev.server_id.as_i64()).collect();
     server_ids.sort_unstable();
     server_ids.dedup();
-    let servers = servers::get_many(conn, &server_ids).await?.into_iter().map(|s| (s.id, s)).collect();
+    let servers = servers::get_many(conn, &server_ids)?.into_iter().map(|s| (s.id, s)).collect();
 
     let mut rows = Rows { jobs, servers, ..Default::default() };
     for ev in events {
@@ -42,12 +38,12 @@ pub async fn record(
     let new: Vec<&Job> = rows.new_jobs.iter().map(|id| &rows.jobs[id]).collect();
     let changed: Vec<&Job> =
         rows.changed_jobs.iter().filter(|id| !rows.new_jobs.contains(*id)).map(|id| &rows.jobs[id]).collect();
-    jobs::insert_rows(conn, &new).await?;
-    jobs::update_progress(conn, &changed).await?;
-    servers::clear_containers(conn, &rows.cleared.iter().copied().collect::<Vec<_>>()).await?;
-    servers::delete_many(conn, &rows.purged).await?;
+    jobs::insert_rows(conn, &new)?;
+    jobs::update_progress(conn, &changed)?;
+    servers::clear_containers(conn, &rows.cleared.iter().copied().collect::<Vec<_>>())?;
+    servers::delete_many(conn, &rows.purged)?;
     let servers: Vec<&Server> = rows.changed_servers.iter().filter_map(|id| rows.servers.get(id)).collect();
-    servers::update_outcome(conn, &servers).await?;
+    servers::update_outcome(conn, &servers)?;
     Ok(())
 }
 
@@ -226,9 +222,10 @@ mod tests {
     }
 
     async fn record_all(db: &Db, events: &[JobEvent]) {
-        let mut tx = db.write.begin().await.unwrap();
-        record(&mut tx, &events.iter().collect::<Vec<_>>(), chrono::Duration::days(7)).await.unwrap();
-        tx.commit().await.unwrap();
+        let mut conn = rusqlite::Connection::open(db.write.connect_options().get_filename()).unwrap();
+        let tx = conn.transaction().unwrap();
+        record(&tx, events, chrono::Duration::days(7)).unwrap();
+        tx.commit().unwrap();
     }
 
     async fn job(db: &Db, id: JobId) -> Job {

@@ -229,75 +229,100 @@ where
     .await
 }
 
-/// The rows of `ids` that exist, in no particular order.
-pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Job>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+impl Job {
+    /// A row read on the writer's connection (`SELECT *`).
+    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+        use crate::writer::parse_timestamp as at;
+        let result: Option<String> = row.get("result")?;
+        let result = result
+            .map(|text| serde_json::from_str(&text).map(sqlx::types::Json))
+            .transpose()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, e.into()))?;
+        Ok(Job {
+            id: row.get("id")?,
+            server_id: row.get("server_id")?,
+            action: row.get("action")?,
+            host: row.get("host")?,
+            status: row.get("status")?,
+            origin: row.get("origin")?,
+            attempts: row.get("attempts")?,
+            error: row.get("error")?,
+            result,
+            payload: row.get("payload")?,
+            requested_by: row.get("requested_by")?,
+            created_at: at(row.get("created_at")?)?,
+            published_at: row.get::<_, Option<String>>("published_at")?.map(at).transpose()?,
+            started_at: row.get::<_, Option<String>>("started_at")?.map(at).transpose()?,
+            finished_at: row.get::<_, Option<String>>("finished_at")?.map(at).transpose()?,
+        })
     }
-    let mut query = sqlx::QueryBuilder::new("SELECT * FROM jobs WHERE id IN (");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(id.as_str());
+
+    fn result_text(&self) -> Option<String> {
+        self.result.as_ref().map(|r| r.0.to_string())
     }
-    query.push(")");
-    query.build_query_as().fetch_all(conn).await
 }
 
-/// Inserts whole rows as they are, many per statement (jobs published by
-/// hand, first seen through their events).
-pub async fn insert_rows(conn: &mut SqliteConnection, rows: &[&Job]) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
+/// The rows of `ids` that exist. On the writer's connection.
+pub fn get_many(conn: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<Vec<Job>> {
+    use rusqlite::OptionalExtension as _;
+    let mut get = conn.prepare_cached("SELECT * FROM jobs WHERE id = ?1")?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(get.query_row([id], Job::from_row).optional()?);
     }
-    let mut query = sqlx::QueryBuilder::new(
+    Ok(found)
+}
+
+/// Inserts whole rows as they are (jobs published by hand, first seen
+/// through their events). On the writer's connection.
+pub fn insert_rows(conn: &rusqlite::Connection, rows: &[&Job]) -> rusqlite::Result<()> {
+    use crate::writer::timestamp as text;
+    let mut insert = conn.prepare_cached(
         "INSERT INTO jobs (id, server_id, action, host, status, origin, attempts, error, result, payload, requested_by,
-         created_at, published_at, started_at, finished_at) ",
-    );
-    query.push_values(rows, |mut row, job| {
-        row.push_bind(job.id.as_str())
-            .push_bind(job.server_id)
-            .push_bind(job.action.as_str())
-            .push_bind(job.host.as_str())
-            .push_bind(job.status.as_str())
-            .push_bind(job.origin.as_str())
-            .push_bind(job.attempts)
-            .push_bind(job.error.as_deref())
-            .push_bind(job.result.as_ref().map(|r| sqlx::types::Json(&r.0)))
-            .push_bind(job.payload.as_str())
-            .push_bind(job.requested_by)
-            .push_bind(job.created_at)
-            .push_bind(job.published_at)
-            .push_bind(job.started_at)
-            .push_bind(job.finished_at);
-    });
-    query.build().execute(conn).await?;
+         created_at, published_at, started_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    for job in rows {
+        insert.execute(rusqlite::params![
+            job.id,
+            job.server_id,
+            job.action,
+            job.host,
+            job.status,
+            job.origin,
+            job.attempts,
+            job.error,
+            job.result_text(),
+            job.payload,
+            job.requested_by,
+            text(job.created_at),
+            job.published_at.map(text),
+            job.started_at.map(text),
+            job.finished_at.map(text),
+        ])?;
+    }
     Ok(())
 }
 
-/// Writes what events change in a job (status, attempts, outcome, times),
-/// for many jobs in one statement.
-pub async fn update_progress(conn: &mut SqliteConnection, rows: &[&Job]) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
+/// Writes what events change in a job (status, attempts, outcome, times).
+/// On the writer's connection.
+pub fn update_progress(conn: &rusqlite::Connection, rows: &[&Job]) -> rusqlite::Result<()> {
+    use crate::writer::timestamp as text;
+    let mut update = conn.prepare_cached(
+        "UPDATE jobs SET status = ?2, attempts = ?3, error = ?4, result = ?5, published_at = ?6, started_at = ?7,
+         finished_at = ?8 WHERE id = ?1",
+    )?;
+    for job in rows {
+        update.execute(rusqlite::params![
+            job.id,
+            job.status,
+            job.attempts,
+            job.error,
+            job.result_text(),
+            job.published_at.map(text),
+            job.started_at.map(text),
+            job.finished_at.map(text),
+        ])?;
     }
-    let mut query = sqlx::QueryBuilder::new(
-        "WITH v(id, status, attempts, error, result, published_at, started_at, finished_at) AS (",
-    );
-    query.push_values(rows, |mut row, job| {
-        row.push_bind(job.id.as_str())
-            .push_bind(job.status.as_str())
-            .push_bind(job.attempts)
-            .push_bind(job.error.as_deref())
-            .push_bind(job.result.as_ref().map(|r| sqlx::types::Json(&r.0)))
-            .push_bind(job.published_at)
-            .push_bind(job.started_at)
-            .push_bind(job.finished_at);
-    });
-    query.push(
-        ") UPDATE jobs SET status = v.status, attempts = v.attempts, error = v.error, result = v.result,
-         published_at = v.published_at, started_at = v.started_at, finished_at = v.finished_at
-         FROM v WHERE jobs.id = v.id",
-    );
-    query.build().execute(conn).await?;
     Ok(())
 }

@@ -180,75 +180,79 @@ pub fn set_status_now(conn: &rusqlite::Connection, id: i64, status: ServerStatus
     Ok(())
 }
 
-/// The rows of `ids` that exist, in no particular order.
-pub async fn get_many(conn: &mut SqliteConnection, ids: &[i64]) -> Result<Vec<Server>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+impl Server {
+    /// A row read on the writer's connection (`SELECT *`).
+    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Server> {
+        use crate::writer::parse_timestamp as at;
+        Ok(Server {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            owner_id: row.get("owner_id")?,
+            host: row.get("host")?,
+            status: row.get("status")?,
+            container_id: row.get("container_id")?,
+            data_exists: row.get("data_exists")?,
+            cpus: row.get("cpus")?,
+            memory_mb: row.get("memory_mb")?,
+            last_error: row.get("last_error")?,
+            created_at: at(row.get("created_at")?)?,
+            updated_at: at(row.get("updated_at")?)?,
+            deleted_at: row.get::<_, Option<String>>("deleted_at")?.map(at).transpose()?,
+            purge_after: row.get::<_, Option<String>>("purge_after")?.map(at).transpose()?,
+        })
     }
-    let mut query = sqlx::QueryBuilder::new("SELECT * FROM servers WHERE id IN (");
-    let mut list = query.separated(", ");
+}
+
+/// The rows of `ids` that exist. On the writer's connection.
+pub fn get_many(conn: &rusqlite::Connection, ids: &[i64]) -> rusqlite::Result<Vec<Server>> {
+    use rusqlite::OptionalExtension as _;
+    let mut get = conn.prepare_cached("SELECT * FROM servers WHERE id = ?1")?;
+    let mut found = Vec::with_capacity(ids.len());
     for id in ids {
-        list.push_bind(*id);
+        found.extend(get.query_row([id], Server::from_row).optional()?);
     }
-    query.push(")");
-    query.build_query_as().fetch_all(conn).await
+    Ok(found)
 }
 
 /// Writes what a job's outcome changes in a server (status, container,
-/// data, error, deletion times), for many servers in one statement.
-pub async fn update_outcome(conn: &mut SqliteConnection, rows: &[&Server]) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
+/// data, error, deletion times). On the writer's connection.
+pub fn update_outcome(conn: &rusqlite::Connection, rows: &[&Server]) -> rusqlite::Result<()> {
+    use crate::writer::timestamp as text;
+    let mut update = conn.prepare_cached(
+        "UPDATE servers SET status = ?2, container_id = ?3, data_exists = ?4, last_error = ?5, deleted_at = ?6,
+         purge_after = ?7, updated_at = ?8 WHERE id = ?1",
+    )?;
+    for server in rows {
+        update.execute(rusqlite::params![
+            server.id,
+            server.status,
+            server.container_id,
+            server.data_exists,
+            server.last_error,
+            server.deleted_at.map(text),
+            server.purge_after.map(text),
+            text(server.updated_at),
+        ])?;
     }
-    let mut query = sqlx::QueryBuilder::new(
-        "WITH v(id, status, container_id, data_exists, last_error, deleted_at, purge_after, updated_at) AS (",
-    );
-    query.push_values(rows, |mut row, server| {
-        row.push_bind(server.id)
-            .push_bind(server.status.as_str())
-            .push_bind(server.container_id.as_deref())
-            .push_bind(server.data_exists)
-            .push_bind(server.last_error.as_deref())
-            .push_bind(server.deleted_at)
-            .push_bind(server.purge_after)
-            .push_bind(server.updated_at);
-    });
-    query.push(
-        ") UPDATE servers SET status = v.status, container_id = v.container_id, data_exists = v.data_exists,
-         last_error = v.last_error, deleted_at = v.deleted_at, purge_after = v.purge_after, updated_at = v.updated_at
-         FROM v WHERE servers.id = v.id",
-    );
-    query.build().execute(conn).await?;
     Ok(())
 }
 
-/// Removes servers (purged) and their inner containers' rows.
-pub async fn delete_many(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut query = sqlx::QueryBuilder::new("DELETE FROM servers WHERE id IN (");
-    let mut list = query.separated(", ");
+/// Removes purged servers. On the writer's connection.
+pub fn delete_many(conn: &rusqlite::Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM servers WHERE id = ?1")?;
     for id in ids {
-        list.push_bind(*id);
+        delete.execute([id])?;
     }
-    query.push(")");
-    query.build().execute(conn).await?;
     Ok(())
 }
 
-/// Forgets the inner containers of servers that no longer run any.
-pub async fn clear_containers(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut query = sqlx::QueryBuilder::new("DELETE FROM server_containers WHERE server_id IN (");
-    let mut list = query.separated(", ");
+/// Forgets the inner containers of servers that no longer run any. On the
+/// writer's connection.
+pub fn clear_containers(conn: &rusqlite::Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM server_containers WHERE server_id = ?1")?;
     for id in ids {
-        list.push_bind(*id);
+        delete.execute([id])?;
     }
-    query.push(")");
-    query.build().execute(conn).await?;
     Ok(())
 }
 

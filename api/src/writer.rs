@@ -235,6 +235,15 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
+/// A timestamp as sqlx reads it: RFC 3339, or SQLite's own `datetime()`
+/// form taken as UTC.
+pub fn parse_timestamp(text: String) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| at.with_timezone(&Utc))
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&text, "%F %T%.f").map(|at| at.and_utc()))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
+}
+
 #[cfg(test)]
 mod tests {
     use futures::future::join_all;
