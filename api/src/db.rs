@@ -5,7 +5,10 @@
 //! one dedicated connection ([`Db::write`]): they queue in the process, in
 //! order, and never sleep. Reads use a pool of their own, and in WAL mode
 //! never block the writer nor wait for it. A busy timeout still covers
-//! another process writing (`vsfleet-api user create`).
+//! another process writing (`vsfleet-api user create`). The hot writes
+//! (requests, job events, published marks) go through [`crate::writer`],
+//! which holds [`Db::write`] as the lock while it commits on a connection of
+//! its own.
 
 use std::str::FromStr;
 use std::time::Duration;
