@@ -24,6 +24,7 @@ pub struct AppState {
     pub db: Db,
     pub nats: async_nats::Client,
     pub dispatcher: Dispatcher,
+    pub writer: crate::writer::Writer,
     pub hosts: kv::Store,
     pub tokens: crate::users::TokenCache,
     /// The live hosts, followed from `hosts`.
@@ -66,11 +67,14 @@ impl Application {
             .queue_subscribe(subjects.monitor_wildcard(), "api".to_owned())
             .await
             .context("subscribing to monitor snapshots")?;
-        let (dispatcher, marker) = Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone());
+        let writer = crate::writer::Writer::spawn(&settings.database.url, db.write.clone())?;
+        let (dispatcher, marker) =
+            Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone(), writer.clone());
         let state = AppState {
             db,
             nats,
             dispatcher,
+            writer,
             hosts: objects.hosts,
             registry: crate::hosts::Registry::default(),
             tokens: crate::users::TokenCache::default(),

@@ -5,7 +5,10 @@
 //! one dedicated connection ([`Db::write`]): they queue in the process, in
 //! order, and never sleep. Reads use a pool of their own, and in WAL mode
 //! never block the writer nor wait for it. A busy timeout still covers
-//! another process writing (`vsfleet-api user create`).
+//! another process writing (`vsfleet-api user create`). The hot writes
+//! (requests, job events, published marks) go through [`crate::writer`],
+//! which holds [`Db::write`] as the lock while it commits on a connection of
+//! its own.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,4 +67,33 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
 /// timeout.
 pub async fn begin_write(db: &Db) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
     db.write.begin_with("BEGIN IMMEDIATE").await
+}
+
+/// A migrated database in a directory of its own, for unit tests.
+#[cfg(test)]
+pub(crate) async fn scratch() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = open(&format!("sqlite://{}", dir.path().join("test.db").display())).await.expect("opens");
+    migrate(&db).await.expect("migrates");
+    sqlx::query(
+        "INSERT INTO users (id, email, is_admin, created_at) VALUES (1, 'u@example.test', 1, '2025-01-01T00:00:00Z')",
+    )
+    .execute(&db.write)
+    .await
+    .expect("a user");
+    (dir, db)
+}
+
+/// A server row in `status` on host `h1`, for unit tests.
+#[cfg(test)]
+pub(crate) async fn scratch_server(db: &Db, status: &str) -> i64 {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO servers (owner_id, name, host, status, created_at, updated_at)
+         VALUES (1, 'test', 'h1', ?, '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z') RETURNING id",
+    )
+    .bind(status)
+    .fetch_one(&db.write)
+    .await
+    .expect("a server");
+    id
 }

@@ -18,6 +18,7 @@ use vsfleet_contract::{JobId, Subjects};
 
 use crate::db::Db;
 use crate::jobs::{self, Job};
+use crate::writer::Writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -39,19 +40,26 @@ pub struct Dispatcher {
     marks: mpsc::UnboundedSender<JobId>,
 }
 
-/// Records `published_at` for acknowledged jobs, many per statement: under
-/// load one UPDATE per job would take the single writer connection's time
-/// from the requests. A mark lost in a crash only means one more publish
-/// by the outbox, which JetStream drops as a duplicate.
+/// Records `published_at` for acknowledged jobs, many per statement and in
+/// the writer's next transaction: under load one UPDATE per job would take
+/// the single writer connection's time from the requests. A mark lost in a
+/// crash only means one more publish by the outbox, which JetStream drops
+/// as a duplicate.
 pub struct Marker {
-    db: Db,
+    writer: Writer,
     marks: mpsc::UnboundedReceiver<JobId>,
 }
 
 impl Dispatcher {
-    pub fn new(js: jetstream::Context, subjects: Subjects, timeout: Duration, db: Db) -> (Self, Marker) {
+    pub fn new(
+        js: jetstream::Context,
+        subjects: Subjects,
+        timeout: Duration,
+        db: Db,
+        writer: Writer,
+    ) -> (Self, Marker) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { js, subjects, timeout, db: db.clone(), marks: tx }, Marker { db, marks: rx })
+        (Self { js, subjects, timeout, db, marks: tx }, Marker { writer, marks: rx })
     }
 
     /// Publishes a committed job and waits for JetStream to store it.
@@ -125,20 +133,20 @@ impl Marker {
             {
                 batch.push(id);
             }
-            if let Err(error) = jobs::mark_published(&self.db.write, &batch).await {
+            let ids = std::mem::take(&mut batch);
+            if let Err(error) = self.writer.write(move |conn| jobs::mark_published(conn, &ids)).await {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "marking jobs published; the outbox will publish them again"
                 );
             }
-            batch.clear();
         }
         // Whatever is still queued at shutdown.
         while let Ok(id) = self.marks.try_recv() {
             batch.push(id);
         }
         if !batch.is_empty() {
-            let _ = jobs::mark_published(&self.db.write, &batch).await;
+            let _ = self.writer.write(move |conn| jobs::mark_published(conn, &batch)).await;
         }
     }
 }

@@ -72,6 +72,12 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::writer::WriteError> for ApiError {
+    fn from(e: crate::writer::WriteError) -> Self {
+        ApiError::Internal(anyhow::Error::new(e))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = match &self {

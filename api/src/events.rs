@@ -11,20 +11,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::Message;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
-use vsfleet_contract::{
-    Action, ContainerState, Inventory, JobEvent, JobPhase, JobStatus, Observation, Observed, ServerStatus,
-};
+use vsfleet_contract::{ContainerState, Inventory, JobEvent, Observed};
 
 use crate::app::{AppState, HostSync};
 use crate::db::{Db, begin_write};
 use crate::error::ApiError;
-use crate::jobs::{self, NewJob};
+use crate::jobs;
 use crate::reconcile::{self, HostInventory};
-use crate::{lifecycle, servers};
+use crate::{job_events, lifecycle, servers};
 
 pub async fn consumer(
     events: &jetstream::stream::Stream,
@@ -117,8 +114,9 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
 /// Events recorded per transaction at most.
 const BATCH: usize = 256;
 
-/// Records job events in one transaction; all of them are redelivered if
-/// it fails (applying an event twice changes nothing).
+/// Records job events in one transaction on the writer ([`job_events`]);
+/// all of them are redelivered if it fails (applying an event twice changes
+/// nothing).
 async fn record_jobs(state: &AppState, messages: &[Message]) {
     let mut readable = Vec::with_capacity(messages.len());
     for message in messages {
@@ -128,16 +126,8 @@ async fn record_jobs(state: &AppState, messages: &[Message]) {
         }
     }
     let retention = state.settings.retention();
-    let outcome: anyhow::Result<()> = async {
-        let mut tx = begin_write(&state.db).await?;
-        for (_, event) in &readable {
-            let span = tracing::info_span!("event", job_id = %event.job_id, server_id = %event.server_id, action = %event.action);
-            apply_in(&mut tx, event, retention).instrument(span).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
+    let events: Vec<JobEvent> = readable.iter().map(|(_, event)| event.clone()).collect();
+    let outcome = state.writer.write(move |conn| job_events::record(conn, &events, retention)).await;
     match outcome {
         Ok(()) => {
             futures::future::join_all(readable.iter().map(|(m, _)| settle(m, Ok(())))).await;
@@ -247,159 +237,5 @@ pub async fn apply_observed(db: &Db, seen: &Observed) -> anyhow::Result<()> {
         .await?;
     tx.commit().await?;
     tracing::info!(server_id = id, cause = seen.cause, %status, "drift recorded");
-    Ok(())
-}
-
-/// Records one event inside the caller's transaction.
-pub(crate) async fn apply_in(
-    tx: &mut sqlx::SqliteConnection,
-    ev: &JobEvent,
-    retention: chrono::Duration,
-) -> anyhow::Result<()> {
-    let id = ev.job_id.to_string();
-    if matches!(ev.phase, JobPhase::Started) && mark_started(tx, ev).await? {
-        return Ok(()); // the common case, in one statement
-    }
-    let job = match jobs::get(&mut *tx, &id).await? {
-        Some(job) => job,
-        // A job published by hand: it shows in the API from its first event.
-        None => {
-            let job = jobs::insert(
-                &mut *tx,
-                NewJob {
-                    id: ev.job_id,
-                    server_id: ev.server_id.as_i64(),
-                    action: ev.action,
-                    host: &ev.host,
-                    status: JobStatus::Queued,
-                    origin: "nats",
-                    payload: "{}",
-                    requested_by: None,
-                    created_at: ev.at,
-                },
-            )
-            .await?;
-            tracing::info!("recorded a job published directly on NATS");
-            job
-        }
-    };
-    if job.job_status().is_finished() {
-        return Ok(()); // a late or repeated event
-    }
-    match &ev.phase {
-        JobPhase::Started => {
-            mark_started(tx, ev).await?;
-        }
-        JobPhase::Succeeded { observed, detail } => {
-            finish(&mut *tx, ev, JobStatus::Succeeded, None, detail.as_ref()).await?;
-            record_server(&mut *tx, ev, true, Some(observed), None, retention).await?;
-        }
-        JobPhase::Failed { error, observed, .. } => {
-            finish(&mut *tx, ev, JobStatus::Failed, Some(error), None).await?;
-            record_server(&mut *tx, ev, false, observed.as_ref(), Some(error), retention).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A job that is queued or running becomes running; `false` when the job is
-/// unknown (published by hand) or already finished.
-async fn mark_started(tx: &mut sqlx::SqliteConnection, ev: &JobEvent) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'running', attempts = MAX(attempts, ?), started_at = COALESCE(started_at, ?),
-         published_at = COALESCE(published_at, ?) WHERE id = ? AND status IN ('queued', 'running')",
-    )
-    .bind(ev.attempt as i64)
-    .bind(ev.at)
-    .bind(ev.at)
-    .bind(ev.job_id.to_string())
-    .execute(tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-async fn finish(
-    tx: &mut sqlx::SqliteConnection,
-    ev: &JobEvent,
-    status: JobStatus,
-    error: Option<&str>,
-    result: Option<&serde_json::Value>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE jobs SET status = ?, error = ?, result = ?, attempts = MAX(attempts, ?), finished_at = ?,
-         started_at = COALESCE(started_at, ?), published_at = COALESCE(published_at, ?) WHERE id = ?",
-    )
-    .bind(status.as_str())
-    .bind(error)
-    .bind(result.map(sqlx::types::Json))
-    .bind(ev.attempt as i64)
-    .bind(ev.at)
-    .bind(ev.at)
-    .bind(ev.at)
-    .bind(ev.job_id.to_string())
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-async fn record_server(
-    tx: &mut sqlx::SqliteConnection,
-    ev: &JobEvent,
-    succeeded: bool,
-    seen: Option<&Observation>,
-    error: Option<&str>,
-    retention: chrono::Duration,
-) -> anyhow::Result<()> {
-    let Some(server) = servers::get(&mut *tx, ev.server_id.as_i64()).await? else {
-        return Ok(()); // purged, or a hand-published job for a server we never had
-    };
-    if server.host != ev.host {
-        // A worker can only speak for its own host.
-        tracing::warn!(
-            server_host = server.host,
-            event_host = ev.host,
-            "event from another host ignored for the server row"
-        );
-        return Ok(());
-    }
-    let next = match seen {
-        Some(seen) => ServerStatus::after(ev.action, succeeded, seen),
-        None if ev.action == Action::Create => Some(ServerStatus::Failed),
-        // Nothing was observed: a transient state cannot stay, the rest can.
-        None => Some(match server.status() {
-            ServerStatus::Creating | ServerStatus::Deleting => ServerStatus::Failed,
-            other => other,
-        }),
-    };
-    if matches!(next, None | Some(ServerStatus::Deleted)) {
-        // Seed 000 §5.2: a deleted server's inner containers go with it.
-        sqlx::query("DELETE FROM server_containers WHERE server_id = ?").bind(server.id).execute(&mut *tx).await?;
-    }
-    let Some(status) = next else {
-        sqlx::query("DELETE FROM servers WHERE id = ?").bind(server.id).execute(&mut *tx).await?;
-        tracing::info!("server purged");
-        return Ok(());
-    };
-    let (deleted_at, purge_after): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = if status == ServerStatus::Deleted {
-        let deleted_at = server.deleted_at.unwrap_or(ev.at);
-        (Some(deleted_at), Some(server.purge_after.unwrap_or(deleted_at + retention)))
-    } else {
-        (None, None)
-    };
-    sqlx::query(
-        "UPDATE servers SET status = ?, container_id = ?, data_exists = ?, last_error = ?, deleted_at = ?, purge_after = ?, updated_at = ?
-         WHERE id = ?",
-    )
-    .bind(status.as_str())
-    .bind(seen.map_or(server.container_id.clone(), |s| s.container_id.clone()))
-    .bind(seen.map_or(server.data_exists, |s| s.data_exists))
-    .bind(error)
-    .bind(deleted_at)
-    .bind(purge_after)
-    .bind(Utc::now())
-    .bind(server.id)
-    .execute(&mut *tx)
-    .await?;
-    tracing::info!(status = %status, "server state recorded");
     Ok(())
 }

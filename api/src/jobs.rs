@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Sqlite, SqliteConnection};
-use vsfleet_contract::{Action, JobId, JobStatus, ServerStatus};
+use vsfleet_contract::{Action, JobId, JobRequest, JobStatus, ServerId, ServerSpec, ServerStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -73,39 +73,105 @@ pub async fn insert(conn: &mut SqliteConnection, new: NewJob<'_>) -> Result<Job,
     .await
 }
 
+/// A queued job built by the api, owned so it can wait in the writer's queue.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    pub id: JobId,
+    pub server_id: i64,
+    pub action: Action,
+    pub host: String,
+    pub origin: &'static str,
+    pub payload: String,
+    pub requested_by: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl QueuedJob {
+    /// The row as inserted: everything else starts empty.
+    fn row(&self) -> Job {
+        Job {
+            id: self.id.to_string(),
+            server_id: self.server_id,
+            action: self.action.as_str().to_owned(),
+            host: self.host.clone(),
+            status: JobStatus::Queued.as_str().to_owned(),
+            origin: self.origin.to_owned(),
+            attempts: 0,
+            error: None,
+            result: None,
+            payload: self.payload.clone(),
+            requested_by: self.requested_by,
+            created_at: self.created_at,
+            published_at: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+/// What a worker receives: the exact JSON published, kept in the row so the
+/// outbox republishes it unchanged.
+pub fn payload(server_id: ServerId, id: JobId, spec: Option<ServerSpec>, deadline: DateTime<Utc>) -> String {
+    let request = JobRequest { server_id, job_id: Some(id), spec, deadline: Some(deadline) };
+    serde_json::to_string(&request).expect("a job request is plain data and always serializes")
+}
+
 /// Inserts the job only if its server is in one of `allowed` states and
 /// has no job in flight, in one statement: SQLite runs it atomically, so a
 /// racing request or a state change since the caller's read cannot slip
-/// through. `None` when the condition did not hold.
-pub async fn insert_if_allowed(
-    conn: &mut SqliteConnection,
-    new: NewJob<'_>,
+/// through. `None` when the condition did not hold. On the writer's
+/// connection ([`crate::writer`]).
+pub fn insert_if_allowed(
+    conn: &rusqlite::Connection,
+    job: &QueuedJob,
     allowed: &[ServerStatus],
-) -> Result<Option<Job>, sqlx::Error> {
-    let mut query = sqlx::QueryBuilder::new(
-        "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at) SELECT ",
-    );
-    let mut values = query.separated(", ");
-    values
-        .push_bind(new.id.to_string())
-        .push_bind(new.server_id)
-        .push_bind(new.action.as_str())
-        .push_bind(new.host)
-        .push_bind(new.status.as_str())
-        .push_bind(new.origin)
-        .push_bind(new.payload)
-        .push_bind(new.requested_by)
-        .push_bind(new.created_at);
-    query.push(" WHERE EXISTS (SELECT 1 FROM servers WHERE id = ").push_bind(new.server_id).push(" AND status IN (");
-    let mut states = query.separated(", ");
+) -> rusqlite::Result<Option<Job>> {
+    // One bound value for the set, so the statement text (and its cached
+    // preparation) is the same for every action.
+    let mut states = String::from("|");
     for status in allowed {
-        states.push_bind(status.as_str());
+        states.push_str(status.as_str());
+        states.push('|');
     }
-    query
-        .push(")) AND NOT EXISTS (SELECT 1 FROM jobs WHERE server_id = ")
-        .push_bind(new.server_id)
-        .push(" AND status IN ('queued', 'running')) RETURNING *");
-    query.build_query_as().fetch_optional(conn).await
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
+             SELECT ?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8
+             WHERE EXISTS (SELECT 1 FROM servers WHERE id = ?2 AND instr(?9, '|' || status || '|') > 0)
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE server_id = ?2 AND status IN ('queued', 'running'))",
+        )?
+        .execute(rusqlite::params![
+            job.id.to_string(),
+            job.server_id,
+            job.action.as_str(),
+            job.host,
+            job.origin,
+            job.payload,
+            job.requested_by,
+            crate::writer::timestamp(job.created_at),
+            states,
+        ])?;
+    Ok((inserted == 1).then(|| job.row()))
+}
+
+/// Inserts the job unconditionally (a new server's create job). On the
+/// writer's connection.
+pub fn insert_queued(conn: &rusqlite::Connection, job: &QueuedJob) -> rusqlite::Result<Job> {
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        job.id.to_string(),
+        job.server_id,
+        job.action.as_str(),
+        job.host,
+        job.origin,
+        job.payload,
+        job.requested_by,
+        crate::writer::timestamp(job.created_at),
+    ])?;
+    Ok(job.row())
 }
 
 pub async fn get<'e, E>(db: E, id: &str) -> Result<Option<Job>, sqlx::Error>
@@ -137,19 +203,14 @@ where
         .await
 }
 
-/// Marks jobs as acknowledged by JetStream, in one statement.
-pub async fn mark_published<'e, E>(db: E, ids: &[JobId]) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    let mut query = sqlx::QueryBuilder::new("UPDATE jobs SET published_at = ");
-    query.push_bind(Utc::now()).push(" WHERE published_at IS NULL AND id IN (");
-    let mut list = query.separated(", ");
+/// Marks jobs as acknowledged by JetStream. On the writer's connection,
+/// where a statement per job costs microseconds.
+pub fn mark_published(conn: &rusqlite::Connection, ids: &[JobId]) -> rusqlite::Result<()> {
+    let now = crate::writer::timestamp(Utc::now());
+    let mut mark = conn.prepare_cached("UPDATE jobs SET published_at = ?1 WHERE id = ?2 AND published_at IS NULL")?;
     for id in ids {
-        list.push_bind(id.to_string());
+        mark.execute(rusqlite::params![now, id.to_string()])?;
     }
-    query.push(")");
-    query.build().execute(db).await?;
     Ok(())
 }
 
@@ -166,4 +227,102 @@ where
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+impl Job {
+    /// A row read on the writer's connection (`SELECT *`).
+    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+        use crate::writer::parse_timestamp as at;
+        let result: Option<String> = row.get("result")?;
+        let result = result
+            .map(|text| serde_json::from_str(&text).map(sqlx::types::Json))
+            .transpose()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, e.into()))?;
+        Ok(Job {
+            id: row.get("id")?,
+            server_id: row.get("server_id")?,
+            action: row.get("action")?,
+            host: row.get("host")?,
+            status: row.get("status")?,
+            origin: row.get("origin")?,
+            attempts: row.get("attempts")?,
+            error: row.get("error")?,
+            result,
+            payload: row.get("payload")?,
+            requested_by: row.get("requested_by")?,
+            created_at: at(row.get("created_at")?)?,
+            published_at: row.get::<_, Option<String>>("published_at")?.map(at).transpose()?,
+            started_at: row.get::<_, Option<String>>("started_at")?.map(at).transpose()?,
+            finished_at: row.get::<_, Option<String>>("finished_at")?.map(at).transpose()?,
+        })
+    }
+
+    fn result_text(&self) -> Option<String> {
+        self.result.as_ref().map(|r| r.0.to_string())
+    }
+}
+
+/// The rows of `ids` that exist. On the writer's connection.
+pub fn get_many(conn: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<Vec<Job>> {
+    use rusqlite::OptionalExtension as _;
+    let mut get = conn.prepare_cached("SELECT * FROM jobs WHERE id = ?1")?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(get.query_row([id], Job::from_row).optional()?);
+    }
+    Ok(found)
+}
+
+/// Inserts whole rows as they are (jobs published by hand, first seen
+/// through their events). On the writer's connection.
+pub fn insert_rows(conn: &rusqlite::Connection, rows: &[&Job]) -> rusqlite::Result<()> {
+    use crate::writer::timestamp as text;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO jobs (id, server_id, action, host, status, origin, attempts, error, result, payload, requested_by,
+         created_at, published_at, started_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    for job in rows {
+        insert.execute(rusqlite::params![
+            job.id,
+            job.server_id,
+            job.action,
+            job.host,
+            job.status,
+            job.origin,
+            job.attempts,
+            job.error,
+            job.result_text(),
+            job.payload,
+            job.requested_by,
+            text(job.created_at),
+            job.published_at.map(text),
+            job.started_at.map(text),
+            job.finished_at.map(text),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Writes what events change in a job (status, attempts, outcome, times).
+/// On the writer's connection.
+pub fn update_progress(conn: &rusqlite::Connection, rows: &[&Job]) -> rusqlite::Result<()> {
+    use crate::writer::timestamp as text;
+    let mut update = conn.prepare_cached(
+        "UPDATE jobs SET status = ?2, attempts = ?3, error = ?4, result = ?5, published_at = ?6, started_at = ?7,
+         finished_at = ?8 WHERE id = ?1",
+    )?;
+    for job in rows {
+        update.execute(rusqlite::params![
+            job.id,
+            job.status,
+            job.attempts,
+            job.error,
+            job.result_text(),
+            job.published_at.map(text),
+            job.started_at.map(text),
+            job.finished_at.map(text),
+        ])?;
+    }
+    Ok(())
 }

@@ -5,6 +5,8 @@
 //! - [`lifecycle`]: the rules: ownership, state checks, job row plus state change in one transaction.
 //! - [`dispatch`]: publishing jobs to JetStream and the outbox that republishes unacknowledged ones.
 //! - [`events`]: recording the workers' events: job phases, drift, inventories.
+//! - [`job_events`]: applying a batch of job phases to the rows in a fixed number of statements.
+//! - [`writer`]: the group-commit writer: concurrent requests' writes in one transaction.
 //! - [`reconcile`]: a host's inventory against the database (the periodic sync).
 //! - [`schedule`]: the api's periodic jobs: stale-row cleanup and auto-purge.
 //! - [`monitor`]: the containers inside each running server.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod hosts;
 pub mod http;
+pub mod job_events;
 pub mod jobs;
 pub mod lifecycle;
 pub mod monitor;
@@ -27,5 +30,6 @@ pub mod schedule;
 pub mod servers;
 pub mod users;
 pub mod watchdog;
+pub mod writer;
 
 pub use app::{AppState, Application};

@@ -1,14 +1,15 @@
 //! Turning a request into a job: check ownership and state, commit the job
-//! row with the server's state change in one transaction, then publish.
+//! row with the server's state change in one transaction (shared with the
+//! requests queued beside it, see [`crate::writer`]), then publish.
 
 use async_nats::connection::State as NatsState;
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, JobId, JobRequest, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, JobId, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
 
 use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::ApiError;
-use crate::jobs::{self, Job, NewJob};
+use crate::jobs::{self, Job, NewJob, QueuedJob};
 use crate::servers::{self, NewServer, Server};
 use crate::users::User;
 
@@ -85,63 +86,82 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
     ensure_broker(state)?;
     let host = place(state).await?;
 
-    let mut tx = begin_write(&state.db).await?;
-    let server =
-        servers::insert(&mut tx, NewServer { owner_id: user.id, name: name.as_str(), host: &host, spec: &spec })
-            .await?;
-    let job =
-        insert_job(state, &mut tx, Actor::User(user), server.id, &server.host, Action::Create, Some(server.spec()))
-            .await?;
-    tx.commit().await?;
+    let (owner, origin, job_id) = (user.id, Actor::User(user).origin(), JobId::new());
+    let limit = state.settings.api.deadlines.of(Action::Create);
+    let placed = host.clone();
+    let (server, job) = state
+        .writer
+        .write(move |conn| {
+            let created_at = Utc::now();
+            let new = NewServer { owner_id: owner, name: name.as_str(), host: &placed, spec: &spec };
+            let server = servers::insert_now(conn, &new)?;
+            let server_id = ServerId::new(server.id).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            let job = QueuedJob {
+                id: job_id,
+                server_id: server.id,
+                action: Action::Create,
+                host: server.host.clone(),
+                origin,
+                payload: jobs::payload(server_id, job_id, Some(spec.clone()), created_at + limit),
+                requested_by: Some(owner),
+                created_at,
+            };
+            let job = jobs::insert_queued(conn, &job)?;
+            Ok((server, job))
+        })
+        .await?;
     tracing::info!(server_id = server.id, job_id = %job.id, host, "server accepted for creation");
     publish(state, &job).await;
     Ok((server, job))
 }
 
-/// Accepts `action` on a server the actor may act on. The checks run on
-/// the read pool and are repeated atomically by the insert on the writer:
-/// the single writer connection is the scarce resource, so a request takes
-/// one statement of it (two when the server's status changes too).
+/// Accepts `action` on a server the actor may act on. The checks and the
+/// insert run together on the writer, in the transaction it commits with
+/// the requests queued beside it: no state change can slip in between, and
+/// the request needs no read of its own (each sqlx read is a hand-off to a
+/// connection thread and back).
 pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
     ensure_broker(state)?;
-    let server = check(state, actor, server_id, action).await?;
-    let id = JobId::new();
-    // Start and restart may rebuild the container, so they carry the spec.
-    let spec = matches!(action, Action::Start | Action::Restart).then(|| server.spec());
-    let created_at = Utc::now();
-    let payload = payload(state, server_id, id, action, spec, created_at)?;
-    let new = NewJob {
-        id,
-        server_id,
-        action,
-        host: &server.host,
-        status: JobStatus::Queued,
-        origin: actor.origin(),
-        payload: &payload,
-        requested_by: actor.user_id(),
-        created_at,
+    let viewer = match actor {
+        Actor::User(user) => Some((user.id, user.is_admin)),
+        Actor::Scheduler => None,
     };
-    let allowed: Vec<ServerStatus> = ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
-    let inserted = match action.in_flight_status() {
-        None => {
-            let mut conn = state.db.write.acquire().await?;
-            jobs::insert_if_allowed(&mut conn, new, &allowed).await?
-        }
-        Some(status) => {
-            let mut tx = begin_write(&state.db).await?;
-            let job = jobs::insert_if_allowed(&mut tx, new, &allowed).await?;
-            if job.is_some() {
-                servers::set_status(&mut tx, server_id, status).await?;
+    let (origin, requested_by) = (actor.origin(), actor.user_id());
+    let limit = state.settings.api.deadlines.of(action);
+    let accepted = state
+        .writer
+        .write(move |conn| {
+            let Some(found) = servers::checked_now(conn, server_id)? else {
+                return Ok(Err(ApiError::NotFound("server")));
+            };
+            if let Err(refused) = check(&found, viewer, action) {
+                return Ok(Err(refused));
             }
-            tx.commit().await?;
-            job
-        }
-    };
-    let Some(job) = inserted else {
-        // Lost a race since the read: say why, as the checks would have.
-        check(state, actor, server_id, action).await?;
-        return Err(ApiError::Internal(anyhow::anyhow!("job for server {server_id} refused without a reason")));
-    };
+            let id = JobId::new();
+            // Start and restart may rebuild the container, so they carry the spec.
+            let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
+            let created_at = Utc::now();
+            let payload = match payload(server_id, id, spec, created_at + limit) {
+                Ok(payload) => payload,
+                Err(error) => return Ok(Err(error)),
+            };
+            let job = QueuedJob { id, server_id, action, host: found.host, origin, payload, requested_by, created_at };
+            let allowed: Vec<ServerStatus> =
+                ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
+            // Checked above in this transaction; the conditional insert and
+            // the unique index still guard the rule where it is stored.
+            let Some(job) = jobs::insert_if_allowed(conn, &job, &allowed)? else {
+                return Ok(Err(ApiError::Internal(anyhow::anyhow!(
+                    "job for server {server_id} refused without a reason"
+                ))));
+            };
+            if let Some(status) = action.in_flight_status() {
+                servers::set_status_now(conn, server_id, status)?;
+            }
+            Ok(Ok(job))
+        })
+        .await?;
+    let job = accepted?;
     tracing::info!(server_id, job_id = %job.id, %action, origin = actor.origin(), "job accepted");
     publish(state, &job).await;
     Ok(job)
@@ -149,39 +169,23 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
 
 /// Visibility, jobs in flight, then the state machine, in that order (the
 /// job in flight is the more useful answer while a create or delete runs).
-async fn check(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Server, ApiError> {
-    let found = servers::get_with_busy_job(&state.db.read, server_id).await?;
-    let (server, busy) = match (found, actor) {
-        (Some(f), Actor::User(user)) if !f.server.visible_to(user) => return Err(ApiError::NotFound("server")),
-        (Some(f), _) => (f.server, f.busy_job),
-        (None, _) => return Err(ApiError::NotFound("server")),
-    };
-    if let Some(busy) = busy {
+/// `viewer` is the user's id and admin flag; `None` sees every server.
+fn check(found: &servers::Checked, viewer: Option<(i64, bool)>, action: Action) -> Result<(), ApiError> {
+    if viewer.is_some_and(|(id, admin)| !admin && found.owner_id != id) {
+        return Err(ApiError::NotFound("server"));
+    }
+    if let Some(busy) = &found.busy_job {
         return Err(ApiError::JobInFlight(busy.parse().map_err(anyhow::Error::from)?));
     }
-    if !action.allowed_from(server.status()) {
-        return Err(ApiError::InvalidTransition { action: action.as_str(), status: server.status() });
+    if !action.allowed_from(found.status) {
+        return Err(ApiError::InvalidTransition { action: action.as_str(), status: found.status });
     }
-    Ok(server)
+    Ok(())
 }
 
 /// The message body, with the deadline the watchdog will hold the job to.
-fn payload(
-    state: &AppState,
-    server_id: i64,
-    id: JobId,
-    action: Action,
-    spec: Option<ServerSpec>,
-    created_at: DateTime<Utc>,
-) -> Result<String, ApiError> {
-    let deadline = created_at + state.settings.api.deadlines.of(action);
-    let request = JobRequest {
-        server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?,
-        job_id: Some(id),
-        spec,
-        deadline: Some(deadline),
-    };
-    Ok(serde_json::to_string(&request).map_err(anyhow::Error::from)?)
+fn payload(server_id: i64, id: JobId, spec: Option<ServerSpec>, deadline: DateTime<Utc>) -> Result<String, ApiError> {
+    Ok(jobs::payload(ServerId::new(server_id).map_err(anyhow::Error::from)?, id, spec, deadline))
 }
 
 /// Asks `host` to remove the stopped containers of a server that has no
@@ -254,7 +258,7 @@ async fn insert_job(
 ) -> Result<Job, ApiError> {
     let id = JobId::new();
     let created_at = Utc::now();
-    let payload = payload(state, server_id, id, action, spec, created_at)?;
+    let payload = payload(server_id, id, spec, created_at + state.settings.api.deadlines.of(action))?;
     let new = NewJob {
         id,
         server_id,

@@ -102,31 +102,157 @@ pub struct NewServer<'a> {
     pub spec: &'a ServerSpec,
 }
 
-pub async fn insert(conn: &mut SqliteConnection, new: NewServer<'_>) -> Result<Server, sqlx::Error> {
+/// Inserts a server (creating) and returns its row. On the writer's
+/// connection ([`crate::writer`]).
+pub fn insert_now(conn: &rusqlite::Connection, new: &NewServer<'_>) -> rusqlite::Result<Server> {
     let now = Utc::now();
-    sqlx::query_as(
+    let memory_mb = new.spec.memory_mb.map(|m| m as i64);
+    conn.prepare_cached(
         "INSERT INTO servers (owner_id, name, host, status, cpus, memory_mb, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-    )
-    .bind(new.owner_id)
-    .bind(new.name)
-    .bind(new.host)
-    .bind(ServerStatus::Creating.as_str())
-    .bind(new.spec.cpus)
-    .bind(new.spec.memory_mb.map(|m| m as i64))
-    .bind(now)
-    .bind(now)
-    .fetch_one(conn)
-    .await
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(rusqlite::params![
+        new.owner_id,
+        new.name,
+        new.host,
+        ServerStatus::Creating.as_str(),
+        new.spec.cpus,
+        memory_mb,
+        crate::writer::timestamp(now),
+    ])?;
+    Ok(Server {
+        id: conn.last_insert_rowid(),
+        name: new.name.to_owned(),
+        owner_id: new.owner_id,
+        host: new.host.to_owned(),
+        status: ServerStatus::Creating.as_str().to_owned(),
+        container_id: None,
+        data_exists: false,
+        cpus: new.spec.cpus,
+        memory_mb,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        purge_after: None,
+    })
 }
 
-pub async fn set_status(conn: &mut SqliteConnection, id: i64, status: ServerStatus) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE servers SET status = ?, updated_at = ? WHERE id = ?")
-        .bind(status.as_str())
-        .bind(Utc::now())
-        .bind(id)
-        .execute(conn)
-        .await?;
+/// What a request checks, read on the writer's connection.
+pub struct Checked {
+    pub owner_id: i64,
+    pub status: ServerStatus,
+    pub host: String,
+    pub spec: ServerSpec,
+    /// The job in flight, if any.
+    pub busy_job: Option<String>,
+}
+
+/// The server's owner, state, host and spec, with its job in flight, in one
+/// read. On the writer's connection.
+pub fn checked_now(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<Checked>> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached(
+        "SELECT s.owner_id, s.status, s.host, s.cpus, s.memory_mb,
+                (SELECT j.id FROM jobs j WHERE j.server_id = s.id AND j.status IN ('queued', 'running')
+                 ORDER BY j.created_at LIMIT 1)
+         FROM servers s WHERE s.id = ?1",
+    )?
+    .query_row([id], |row| {
+        let status: String = row.get(1)?;
+        let memory_mb: Option<i64> = row.get(4)?;
+        Ok(Checked {
+            owner_id: row.get(0)?,
+            // Only this crate writes the column, always from a `ServerStatus`.
+            status: status.parse().unwrap_or(ServerStatus::Failed),
+            host: row.get(2)?,
+            spec: ServerSpec { cpus: row.get(3)?, memory_mb: memory_mb.map(|m| m as u64) },
+            busy_job: row.get(5)?,
+        })
+    })
+    .optional()
+}
+
+/// Sets a server's status. On the writer's connection.
+pub fn set_status_now(conn: &rusqlite::Connection, id: i64, status: ServerStatus) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE servers SET status = ?1, updated_at = ?2 WHERE id = ?3")?
+        .execute(rusqlite::params![status.as_str(), crate::writer::timestamp(Utc::now()), id])?;
+    Ok(())
+}
+
+impl Server {
+    /// A row read on the writer's connection (`SELECT *`).
+    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Server> {
+        use crate::writer::parse_timestamp as at;
+        Ok(Server {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            owner_id: row.get("owner_id")?,
+            host: row.get("host")?,
+            status: row.get("status")?,
+            container_id: row.get("container_id")?,
+            data_exists: row.get("data_exists")?,
+            cpus: row.get("cpus")?,
+            memory_mb: row.get("memory_mb")?,
+            last_error: row.get("last_error")?,
+            created_at: at(row.get("created_at")?)?,
+            updated_at: at(row.get("updated_at")?)?,
+            deleted_at: row.get::<_, Option<String>>("deleted_at")?.map(at).transpose()?,
+            purge_after: row.get::<_, Option<String>>("purge_after")?.map(at).transpose()?,
+        })
+    }
+}
+
+/// The rows of `ids` that exist. On the writer's connection.
+pub fn get_many(conn: &rusqlite::Connection, ids: &[i64]) -> rusqlite::Result<Vec<Server>> {
+    use rusqlite::OptionalExtension as _;
+    let mut get = conn.prepare_cached("SELECT * FROM servers WHERE id = ?1")?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(get.query_row([id], Server::from_row).optional()?);
+    }
+    Ok(found)
+}
+
+/// Writes what a job's outcome changes in a server (status, container,
+/// data, error, deletion times). On the writer's connection.
+pub fn update_outcome(conn: &rusqlite::Connection, rows: &[&Server]) -> rusqlite::Result<()> {
+    use crate::writer::timestamp as text;
+    let mut update = conn.prepare_cached(
+        "UPDATE servers SET status = ?2, container_id = ?3, data_exists = ?4, last_error = ?5, deleted_at = ?6,
+         purge_after = ?7, updated_at = ?8 WHERE id = ?1",
+    )?;
+    for server in rows {
+        update.execute(rusqlite::params![
+            server.id,
+            server.status,
+            server.container_id,
+            server.data_exists,
+            server.last_error,
+            server.deleted_at.map(text),
+            server.purge_after.map(text),
+            text(server.updated_at),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Removes purged servers. On the writer's connection.
+pub fn delete_many(conn: &rusqlite::Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM servers WHERE id = ?1")?;
+    for id in ids {
+        delete.execute([id])?;
+    }
+    Ok(())
+}
+
+/// Forgets the inner containers of servers that no longer run any. On the
+/// writer's connection.
+pub fn clear_containers(conn: &rusqlite::Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM server_containers WHERE server_id = ?1")?;
+    for id in ids {
+        delete.execute([id])?;
+    }
     Ok(())
 }
 

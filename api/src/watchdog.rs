@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 use vsfleet_contract::{JobEvent, JobPhase, ServerId};
 
 use crate::app::AppState;
-use crate::db::begin_write;
-use crate::events;
+use crate::job_events;
 use crate::jobs::Job;
 
 pub async fn run(state: AppState, shutdown: CancellationToken) {
@@ -42,21 +40,22 @@ pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize
     if overdue.is_empty() {
         return Ok(0);
     }
-    let retention = state.settings.retention();
-    let mut tx = begin_write(&state.db).await?;
-    for (job, failure) in &overdue {
-        let span = tracing::error_span!("watchdog", job_id = job.id, server_id = job.server_id, action = job.action);
-        async {
-            tracing::error!(status = job.status, "job failed by the watchdog: past its deadline");
-            // Re-reads the job inside the transaction: one that finished
-            // meanwhile is left as it is.
-            events::apply_in(&mut tx, failure, retention).await
-        }
-        .instrument(span)
-        .await?;
+    for (job, _) in &overdue {
+        tracing::error!(
+            job_id = job.id,
+            server_id = job.server_id,
+            action = job.action,
+            status = job.status,
+            "job failed by the watchdog: past its deadline"
+        );
     }
-    tx.commit().await?;
-    Ok(overdue.len())
+    let count = overdue.len();
+    let failures: Vec<JobEvent> = overdue.into_iter().map(|(_, failure)| failure).collect();
+    let retention = state.settings.retention();
+    // Recorded as the workers' own reports are, in one transaction that
+    // re-reads each job: one that finished meanwhile is left as it is.
+    state.writer.write(move |conn| job_events::record(conn, &failures, retention)).await?;
+    Ok(count)
 }
 
 /// The failure to record for `job` if it is past its deadline.
