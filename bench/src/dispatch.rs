@@ -20,6 +20,7 @@ use vsfleet_worker::ops::{Execute, Outcome};
 use vsfleet_worker::report::Reporter;
 
 use crate::accept::{CLIENTS, fire, publish_acked, seed_servers};
+use crate::cpu;
 use crate::report::Row;
 
 const JOBS: usize = 3000;
@@ -76,6 +77,8 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     for id in &ids {
         std::fs::File::create(root.lock_file(vsfleet_contract::ServerId::new(*id)?))?;
     }
+    let (me, nats) = (std::process::id(), app.nats_server.pid());
+    let cpu0 = (cpu::seconds(me), cpu::seconds(nats));
     let t0 = Instant::now();
     fire(&app, &ids, "start").await?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -88,7 +91,10 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         anyhow::ensure!(Instant::now() < deadline, "only {done} of {JOBS} jobs finished");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let rate = JOBS as f64 / t0.elapsed().as_secs_f64();
+    let wall = t0.elapsed().as_secs_f64();
+    let rate = JOBS as f64 / wall;
+    let busy_here = cpu::share(cpu::seconds(me) - cpu0.0, wall);
+    let busy_nats = cpu::share(cpu::seconds(nats) - cpu0.1, wall);
     stop.cancel();
     worker.await?;
     let raw = raw_dispatch_rate(&app.js, &format!("{}_bench_dispatch", app.prefix()), JOBS).await?;
@@ -98,6 +104,10 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         Row::new("dispatch", "jobs carried end to end", load, "jobs/s", rate)
             .raw(raw)
             .goal("≥ 5000 jobs/s", rate >= 5000.0),
+        // Where the time goes: well under 100% means the pipeline waits on
+        // round trips rather than on CPU.
+        Row::new("dispatch", "CPU busy: api + worker + clients", "same window", "% of cores", busy_here),
+        Row::new("dispatch", "CPU busy: nats-server", "same window", "% of cores", busy_nats),
     ])
 }
 

@@ -11,6 +11,7 @@
 
 mod accept;
 mod alloc;
+mod cpu;
 mod dispatch;
 mod drift;
 mod footprint;

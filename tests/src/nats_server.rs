@@ -83,7 +83,7 @@ impl NatsServer {
         signal(self.pid(), libc::SIGCONT);
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("nats-server is running").id()
     }
 }
