@@ -264,13 +264,7 @@ impl Job {
 
 /// The rows of `ids` that exist. On the writer's connection.
 pub fn get_many(conn: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<Vec<Job>> {
-    use rusqlite::OptionalExtension as _;
-    let mut get = conn.prepare_cached("SELECT * FROM jobs WHERE id = ?1")?;
-    let mut found = Vec::with_capacity(ids.len());
-    for id in ids {
-        found.extend(get.query_row([id], Job::from_row).optional()?);
-    }
-    Ok(found)
+    crate::writer::rows_by_id(conn, "SELECT * FROM jobs WHERE id = ?1", ids, Job::from_row)
 }
 
 /// Inserts whole rows as they are (jobs published by hand, first seen

@@ -205,13 +205,7 @@ impl Server {
 
 /// The rows of `ids` that exist. On the writer's connection.
 pub fn get_many(conn: &rusqlite::Connection, ids: &[i64]) -> rusqlite::Result<Vec<Server>> {
-    use rusqlite::OptionalExtension as _;
-    let mut get = conn.prepare_cached("SELECT * FROM servers WHERE id = ?1")?;
-    let mut found = Vec::with_capacity(ids.len());
-    for id in ids {
-        found.extend(get.query_row([id], Server::from_row).optional()?);
-    }
-    Ok(found)
+    crate::writer::rows_by_id(conn, "SELECT * FROM servers WHERE id = ?1", ids, Server::from_row)
 }
 
 /// Writes what a job's outcome changes in a server (status, container,

@@ -244,6 +244,26 @@ pub fn parse_timestamp(text: String) -> rusqlite::Result<DateTime<Utc>> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
 }
 
+/// The rows `sql` (one `?1` parameter) finds for each of `ids`, skipping ids
+/// it finds none for. On the writer's connection; the statement is cached.
+pub fn rows_by_id<K, T>(
+    conn: &Connection,
+    sql: &str,
+    ids: &[K],
+    from_row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>>
+where
+    K: rusqlite::ToSql,
+{
+    use rusqlite::OptionalExtension as _;
+    let mut get = conn.prepare_cached(sql)?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(get.query_row([id], &from_row).optional()?);
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use futures::future::join_all;
