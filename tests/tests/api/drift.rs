@@ -105,11 +105,16 @@ async fn orphans_are_reported_and_only_stopped_ones_of_this_host_are_removed() {
     let running = app.docker.inspect_container(&running_orphan, None).await.unwrap();
     assert_eq!(running.state.unwrap().running, Some(true), "a running orphan was stopped");
     assert!(app.docker.inspect_container(&foreign, None).await.is_ok(), "another host's container was touched");
-    let (action, origin, status): (String, String, String) =
-        sqlx::query_as("SELECT action, origin, status FROM jobs WHERE server_id = 777")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    // The container goes before the worker's report of it is recorded.
+    let (action, origin, status): (String, String, String) = eventually("the reap job is recorded", || async {
+        sqlx::query_as(
+            "SELECT action, origin, status FROM jobs WHERE server_id = 777 AND status IN ('succeeded', 'failed')",
+        )
+        .fetch_optional(&app.db)
+        .await
+        .unwrap()
+    })
+    .await;
     assert_eq!((action.as_str(), origin.as_str(), status.as_str()), ("reap", "scheduler", "succeeded"));
     assert_eq!(app.server(live).await["status"], "running");
 
