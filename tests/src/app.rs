@@ -418,10 +418,17 @@ impl Drop for TestApp {
         for service in &mut self.services {
             service.kill();
         }
-        let filter = format!("label={}={}", labels::HOST, self.settings.worker.host_id);
-        if let Ok(out) = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
+        // By this host's label, and by the test's name prefix (containers a
+        // test labels for another host).
+        let filters = [
+            format!("label={}={}", labels::HOST, self.settings.worker.host_id),
+            format!("name=^/{}", self.settings.worker.container_prefix),
+        ];
+        for filter in &filters {
+            if let Ok(out) = std::process::Command::new("docker").args(["ps", "-aq", "--filter", filter]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
+                }
             }
         }
         let _ = std::process::Command::new("docker").args(["network", "rm", &self.network]).output();
