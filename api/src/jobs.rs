@@ -87,6 +87,18 @@ pub struct QueuedJob {
 }
 
 impl QueuedJob {
+    /// Runs the cached statement `sql`, whose `?1`…`?8` are this job's
+    /// columns and `?9`, when given, `condition`; returns the rows inserted.
+    fn insert(&self, conn: &rusqlite::Connection, sql: &str, condition: Option<&str>) -> rusqlite::Result<usize> {
+        let (id, action, at) = (self.id.to_string(), self.action.as_str(), crate::writer::timestamp(self.created_at));
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            vec![&id, &self.server_id, &action, &self.host, &self.origin, &self.payload, &self.requested_by, &at];
+        if let Some(condition) = &condition {
+            values.push(condition);
+        }
+        conn.prepare_cached(sql)?.execute(values.as_slice())
+    }
+
     /// The row as inserted: everything else starts empty.
     fn row(&self) -> Job {
         Job {
@@ -133,44 +145,26 @@ pub fn insert_if_allowed(
         states.push_str(status.as_str());
         states.push('|');
     }
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
-             SELECT ?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8
-             WHERE EXISTS (SELECT 1 FROM servers WHERE id = ?2 AND instr(?9, '|' || status || '|') > 0)
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE server_id = ?2 AND status IN ('queued', 'running'))",
-        )?
-        .execute(rusqlite::params![
-            job.id.to_string(),
-            job.server_id,
-            job.action.as_str(),
-            job.host,
-            job.origin,
-            job.payload,
-            job.requested_by,
-            crate::writer::timestamp(job.created_at),
-            states,
-        ])?;
+    let inserted = job.insert(
+        conn,
+        "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
+         SELECT ?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8
+         WHERE EXISTS (SELECT 1 FROM servers WHERE id = ?2 AND instr(?9, '|' || status || '|') > 0)
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE server_id = ?2 AND status IN ('queued', 'running'))",
+        Some(&states),
+    )?;
     Ok((inserted == 1).then(|| job.row()))
 }
 
 /// Inserts the job unconditionally (a new server's create job). On the
 /// writer's connection.
 pub fn insert_queued(conn: &rusqlite::Connection, job: &QueuedJob) -> rusqlite::Result<Job> {
-    conn.prepare_cached(
+    job.insert(
+        conn,
         "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
          VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
-    )?
-    .execute(rusqlite::params![
-        job.id.to_string(),
-        job.server_id,
-        job.action.as_str(),
-        job.host,
-        job.origin,
-        job.payload,
-        job.requested_by,
-        crate::writer::timestamp(job.created_at),
-    ])?;
+        None,
+    )?;
     Ok(job.row())
 }
 

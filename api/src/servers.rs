@@ -49,29 +49,6 @@ where
     sqlx::query_as("SELECT * FROM servers WHERE id = ?").bind(id).fetch_optional(db).await
 }
 
-/// A server with the id of its job in flight, if any.
-#[derive(Debug, sqlx::FromRow)]
-pub struct WithBusyJob {
-    #[sqlx(flatten)]
-    pub server: Server,
-    pub busy_job: Option<String>,
-}
-
-/// One read for what a request checks first.
-pub async fn get_with_busy_job<'e, E>(db: E, id: i64) -> Result<Option<WithBusyJob>, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    sqlx::query_as(
-        "SELECT s.*, (SELECT j.id FROM jobs j WHERE j.server_id = s.id AND j.status IN ('queued', 'running')
-                      ORDER BY j.created_at LIMIT 1) AS busy_job
-         FROM servers s WHERE s.id = ?",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
 /// The server if `user` may see it; someone else's server is "not found".
 pub async fn get_visible<'e, E>(db: E, user: &User, id: i64) -> Result<Server, ApiError>
 where
