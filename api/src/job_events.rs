@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use vsfleet_contract::{Action, JobEvent, JobPhase, JobStatus, Observation, ServerStatus};
 
-use crate::jobs::{self, Job};
+use crate::jobs::{self, Job, QueuedJob};
 use crate::servers::{self, Server};
 
 /// Applies `events` in order inside the caller's transaction. Applying an
@@ -68,23 +68,17 @@ impl Rows {
             // A job published by hand: it shows in the API from its first event.
             tracing::info!("recorded a job published directly on NATS");
             self.new_jobs.insert(id.clone());
-            Job {
-                id: id.clone(),
+            QueuedJob {
+                id: ev.job_id,
                 server_id: ev.server_id.as_i64(),
-                action: ev.action.as_str().to_owned(),
+                action: ev.action,
                 host: ev.host.clone(),
-                status: JobStatus::Queued.as_str().to_owned(),
-                origin: "nats".to_owned(),
-                attempts: 0,
-                error: None,
-                result: None,
+                origin: "nats",
                 payload: "{}".to_owned(),
                 requested_by: None,
                 created_at: ev.at,
-                published_at: None,
-                started_at: None,
-                finished_at: None,
             }
+            .row()
         });
         if job.job_status().is_finished() {
             return; // a late or repeated event

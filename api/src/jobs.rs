@@ -100,7 +100,7 @@ impl QueuedJob {
     }
 
     /// The row as inserted: everything else starts empty.
-    fn row(&self) -> Job {
+    pub fn row(&self) -> Job {
         Job {
             id: self.id.to_string(),
             server_id: self.server_id,
