@@ -43,37 +43,61 @@ pub struct ServerSpec {
     pub memory_mb: Option<u64>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// The hard bounds of any spec, whatever the configuration: what Docker
+/// accepts and what the arithmetic below can hold.
+pub const MAX_CPUS: f64 = 1024.0;
+pub const MAX_MEMORY_MB: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InvalidSpec {
-    #[error("cpus must be between 0.01 and 1024")]
-    Cpus,
-    #[error("memory_mb must be between 6 and 4194304 (Docker's minimum is 6 MiB)")]
-    Memory,
+    #[error("cpus must be between 0.01 and {max}")]
+    Cpus { max: f64 },
+    #[error("memory_mb must be between 6 and {max} (Docker's minimum is 6 MiB)")]
+    Memory { max: u64 },
+}
+
+impl InvalidSpec {
+    /// The request field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            InvalidSpec::Cpus { .. } => "cpus",
+            InvalidSpec::Memory { .. } => "memory_mb",
+        }
+    }
 }
 
 impl ServerSpec {
+    /// Within the hard bounds: what a worker checks before it acts on a spec.
     pub fn validate(&self) -> Result<(), InvalidSpec> {
+        self.validate_within(MAX_CPUS, MAX_MEMORY_MB)
+    }
+
+    /// Within the hard bounds and the given maxima (the api's configured ones).
+    pub fn validate_within(&self, max_cpus: f64, max_memory_mb: u64) -> Result<(), InvalidSpec> {
+        let max_cpus = max_cpus.min(MAX_CPUS);
+        let max_memory_mb = max_memory_mb.min(MAX_MEMORY_MB);
         if let Some(c) = self.cpus
-            && !(0.01..=1024.0).contains(&c)
+            && !(0.01..=max_cpus).contains(&c)
         {
-            return Err(InvalidSpec::Cpus);
+            return Err(InvalidSpec::Cpus { max: max_cpus });
         }
         if let Some(m) = self.memory_mb
-            && !(6..=4 * 1024 * 1024).contains(&m)
+            && !(6..=max_memory_mb).contains(&m)
         {
-            return Err(InvalidSpec::Memory);
+            return Err(InvalidSpec::Memory { max: max_memory_mb });
         }
         Ok(())
     }
 
-    /// Docker's `NanoCpus`.
+    /// Docker's `NanoCpus`; `None` for no limit or a value out of bounds.
     pub fn nano_cpus(&self) -> Option<i64> {
-        self.cpus.map(|c| (c * 1e9).round() as i64)
+        self.cpus.filter(|c| (0.01..=MAX_CPUS).contains(c)).map(|c| (c * 1e9).round() as i64)
     }
 
-    /// Docker's `Memory`, in bytes.
+    /// Docker's `Memory`, in bytes; `None` for no limit or a value that
+    /// does not fit (checked arithmetic: never a wrap to 0, i.e. no limit).
     pub fn memory_bytes(&self) -> Option<i64> {
-        self.memory_mb.map(|m| (m * 1024 * 1024) as i64)
+        self.memory_mb.and_then(|m| m.checked_mul(1024 * 1024)).and_then(|b| i64::try_from(b).ok())
     }
 }
 
@@ -95,7 +119,15 @@ mod tests {
         let spec = ServerSpec { cpus: Some(1.5), memory_mb: Some(512) };
         assert_eq!(spec.nano_cpus(), Some(1_500_000_000));
         assert_eq!(spec.memory_bytes(), Some(512 * 1024 * 1024));
-        assert_eq!(ServerSpec { cpus: Some(0.0), memory_mb: None }.validate(), Err(InvalidSpec::Cpus));
-        assert_eq!(ServerSpec { cpus: None, memory_mb: Some(1) }.validate(), Err(InvalidSpec::Memory));
+        assert_eq!(ServerSpec { cpus: Some(0.0), memory_mb: None }.validate().unwrap_err().field(), "cpus");
+        assert_eq!(ServerSpec { cpus: None, memory_mb: Some(1) }.validate().unwrap_err().field(), "memory_mb");
+        let huge = ServerSpec { cpus: None, memory_mb: Some(17_592_186_044_416) };
+        assert_eq!(huge.validate().unwrap_err().field(), "memory_mb");
+        assert_eq!(huge.memory_bytes(), None);
+        assert_eq!(ServerSpec { cpus: Some(f64::NAN), memory_mb: None }.validate().unwrap_err().field(), "cpus");
+        assert_eq!(
+            ServerSpec { cpus: Some(2.0), memory_mb: None }.validate_within(1.0, 64).unwrap_err().field(),
+            "cpus"
+        );
     }
 }

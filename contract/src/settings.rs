@@ -45,6 +45,46 @@ pub struct NatsSettings {
     pub max_deliver: i64,
     /// How long the api waits for JetStream to acknowledge a publish.
     pub publish_timeout_ms: u64,
+    /// Authentication: at most one of user + password, token, nkey seed
+    /// file, credentials file. Which one was used is named when NATS refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nkey_seed_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    /// TLS to the broker; required as soon as any file is set.
+    #[serde(default)]
+    pub tls: NatsTls,
+    /// Jobs nobody consumes (a host that is gone) are dropped after this
+    /// long; their deadlines have long passed by then.
+    pub jobs_max_age_secs: u64,
+    /// The most the jobs stream may hold; past it new jobs are refused
+    /// (the api answers 503 and keeps them in its outbox), never old ones dropped.
+    pub jobs_max_bytes: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTls {
+    /// CA that signed the server's certificate (else the system roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for servers that verify clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl NatsTls {
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +106,14 @@ pub struct ApiSettings {
     pub deadlines: Deadlines,
     /// How often the watchdog looks for jobs past their deadline.
     pub watchdog_interval_ms: u64,
+    /// Limits a server gets when its request names none.
+    pub default_cpus: f64,
+    pub default_memory_mb: u64,
+    /// The most a request may ask for (422 above).
+    pub max_cpus: f64,
+    pub max_memory_mb: u64,
+    /// Live (not deleted) servers one user may have; admins are exempt.
+    pub max_servers_per_user: u32,
 }
 
 /// Seconds each action's job may take from request to result: queued
@@ -152,6 +200,8 @@ pub struct WorkerSettings {
     pub retry_attempts: usize,
     /// The most time those tries may spend waiting, in all.
     pub retry_max_ms: u64,
+    /// Processes (and threads) one server may run, its inner Docker's included.
+    pub pids_limit: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +223,14 @@ impl Default for Settings {
                 ack_wait_secs: 600,
                 max_deliver: 5,
                 publish_timeout_ms: 5000,
+                user: None,
+                password: None,
+                token: None,
+                nkey_seed_file: None,
+                creds_file: None,
+                tls: NatsTls::default(),
+                jobs_max_age_secs: 24 * 3600,
+                jobs_max_bytes: 1 << 30,
             },
             api: ApiSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -192,6 +250,11 @@ impl Default for Settings {
                     reap: 600,
                 },
                 watchdog_interval_ms: 5000,
+                default_cpus: 1.0,
+                default_memory_mb: 1024,
+                max_cpus: 4.0,
+                max_memory_mb: 16 * 1024,
+                max_servers_per_user: 10,
             },
             worker: WorkerSettings {
                 host_id: default_host_id(),
@@ -209,6 +272,7 @@ impl Default for Settings {
                 monitor_timeout_ms: 2000,
                 retry_attempts: 4,
                 retry_max_ms: 20_000,
+                pids_limit: 4096,
             },
             scheduler: SchedulerSettings {
                 sync_interval_ms: 30_000,
@@ -315,6 +379,38 @@ impl Settings {
         if self.worker.heartbeat_secs == 0 {
             return invalid("worker.heartbeat_secs", "must be at least 1".into());
         }
+        self.nats.auth()?;
+        let tls = &self.nats.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return invalid(
+                "nats.tls.cert_file",
+                "a client certificate needs its key (nats.tls.key_file), and a key its certificate".into(),
+            );
+        }
+        if self.nats.jobs_max_age_secs < self.nats.duplicate_window_secs {
+            return invalid(
+                "nats.jobs_max_age_secs",
+                "must be at least nats.duplicate_window_secs (JetStream requires it)".into(),
+            );
+        }
+        if self.nats.jobs_max_bytes < 1 << 20 {
+            return invalid("nats.jobs_max_bytes", "must be at least 1 MiB".into());
+        }
+        let api = &self.api;
+        let defaults = crate::ServerSpec { cpus: Some(api.default_cpus), memory_mb: Some(api.default_memory_mb) };
+        if !(api.max_cpus.is_finite() && api.max_cpus >= 0.01) {
+            return invalid("api.max_cpus", "must be at least 0.01".into());
+        }
+        if api.max_memory_mb < 6 {
+            return invalid("api.max_memory_mb", "must be at least 6 (Docker's minimum)".into());
+        }
+        if let Err(e) = defaults.validate_within(api.max_cpus, api.max_memory_mb) {
+            let key = if e.field() == "cpus" { "api.default_cpus" } else { "api.default_memory_mb" };
+            return invalid(key, format!("{e} (the default must be within the maximum)"));
+        }
+        if self.worker.pids_limit < 1 {
+            return invalid("worker.pids_limit", "must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -337,6 +433,60 @@ impl Settings {
 impl NatsSettings {
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// The one way of authenticating that is configured, if any.
+    pub fn auth(&self) -> Result<NatsAuth<'_>, SettingsError> {
+        let invalid = |key, reason: &str| Err(SettingsError::Invalid { key, reason: reason.into() });
+        let mut chosen = Vec::new();
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => chosen.push(NatsAuth::UserPassword { user, password }),
+            (Some(_), None) => return invalid("nats.password", "nats.user needs a password"),
+            (None, Some(_)) => return invalid("nats.user", "nats.password needs a user"),
+            (None, None) => {}
+        }
+        if let Some(token) = &self.token {
+            chosen.push(NatsAuth::Token(token));
+        }
+        if let Some(path) = &self.nkey_seed_file {
+            chosen.push(NatsAuth::NkeySeedFile(path));
+        }
+        if let Some(path) = &self.creds_file {
+            chosen.push(NatsAuth::CredsFile(path));
+        }
+        match chosen.len() {
+            0 => Ok(NatsAuth::None),
+            1 => Ok(chosen.remove(0)),
+            _ => invalid(
+                "nats",
+                "set one of nats.user + nats.password, nats.token, nats.nkey_seed_file, nats.creds_file, not several",
+            ),
+        }
+    }
+}
+
+/// How a service proves who it is to NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsAuth<'a> {
+    None,
+    UserPassword { user: &'a str, password: &'a str },
+    Token(&'a str),
+    NkeySeedFile(&'a Path),
+    CredsFile(&'a Path),
+}
+
+impl NatsAuth<'_> {
+    /// The setting(s) it came from, for error messages (never the secret).
+    pub fn setting(&self) -> &'static str {
+        match self {
+            NatsAuth::None => {
+                "no credentials (nats.user/password, nats.token, nats.nkey_seed_file, nats.creds_file are unset)"
+            }
+            NatsAuth::UserPassword { .. } => "nats.user + nats.password",
+            NatsAuth::Token(_) => "nats.token",
+            NatsAuth::NkeySeedFile(_) => "nats.nkey_seed_file",
+            NatsAuth::CredsFile(_) => "nats.creds_file",
+        }
     }
 }
 
