@@ -57,7 +57,7 @@ impl Application {
     pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let db = db::open(&settings.database.url).await?;
         db::migrate(&db).await?;
-        let nats = connect_nats(&settings.nats.url, "vsfleet-api").await?;
+        let nats = vsfleet_contract::connect::connect(&settings, vsfleet_contract::connect::Role::Api).await?;
         let js = jetstream::new(nats.clone());
         let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
         let events = events::consumer(&objects.events, &settings).await?;
@@ -118,16 +118,4 @@ impl Application {
         state.db.close().await;
         Ok(())
     }
-}
-
-/// Connects, then keeps reconnecting by itself for as long as the process lives.
-pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
 }

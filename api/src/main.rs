@@ -23,6 +23,14 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Print nats-server's `authorization` block: one user per role with
+    /// least privilege, for the configured nats.prefix and these worker
+    /// hosts (passwords from environment variables; see nats/README.md).
+    NatsConfig {
+        /// A worker host id (repeat for each host).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -54,6 +62,15 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings, listener).await?;
             let shutdown = vsfleet_contract::process::shutdown_on_signal();
             app.run_until_stopped(shutdown).await
+        }
+        Command::NatsConfig { hosts } => {
+            for host in &hosts {
+                vsfleet_contract::subjects::check_host_id(host)?;
+            }
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            let users = vsfleet_contract::permissions::users(&settings.subjects(), &hosts)?;
+            print!("{}", vsfleet_contract::permissions::render(&users));
+            Ok(())
         }
         Command::Migrate => {
             let db = db::open(&settings.database.url).await?;

@@ -43,15 +43,18 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let mut app = spawn_app_with(|s| s.worker.concurrency = 64).await;
     app.stop_worker().await;
     let settings = app.settings.clone();
-    let objects = vsfleet_contract::jetstream::ensure(&app.js, &settings).await?;
-    let jobs_consumer = consumer::consumer(&objects.jobs, &settings).await?;
-    let subjects = settings.subjects();
     let host = settings.worker.host_id.clone();
+    // The worker's own NATS user, as a real worker runs with.
+    let (worker_nats, _) = app.connect_as(&vsfleet_contract::permissions::worker_user(&host)).await;
+    let worker_js = async_nats::jetstream::new(worker_nats);
+    let (jobs, _, _) = vsfleet_contract::jetstream::bind(&worker_js, &settings).await;
+    let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
+    let subjects = settings.subjects();
     let ctx = Arc::new(JobContext {
         ops: Noop,
         root: DataRoot::new(settings.worker.data_root.clone()),
-        dead: vsfleet_worker::dead::DeadLetters::new(app.js.clone(), subjects.clone(), &host),
-        reporter: Reporter::new(app.js.clone(), &subjects, &host),
+        dead: vsfleet_worker::dead::DeadLetters::new(worker_js.clone(), subjects.clone(), &host),
+        reporter: Reporter::new(worker_js.clone(), &subjects, &host),
         subjects,
         host,
         max_deliver: settings.nats.max_deliver,

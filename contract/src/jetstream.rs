@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, kv, stream};
 use crate::settings::Settings;
 
 pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEAD_MAX_BYTES: i64 = 256 << 20;
 
 /// The jobs stream: a work queue, so an acknowledged job is gone and a
 /// recreated consumer never replays old jobs (an old `delete` replayed after
@@ -21,6 +22,12 @@ pub fn jobs_stream(settings: &Settings) -> stream::Config {
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(settings.nats.duplicate_window_secs),
+        // Nothing piles up unseen on a subject no worker consumes (a host
+        // that is gone): old jobs age out (their deadlines passed long
+        // before), and a full stream refuses new jobs rather than drop any.
+        max_age: Duration::from_secs(settings.nats.jobs_max_age_secs),
+        max_bytes: settings.nats.jobs_max_bytes,
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     }
 }
@@ -64,6 +71,8 @@ pub fn dead_stream(settings: &Settings) -> stream::Config {
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(30 * 24 * 3600),
+        // Forged messages land here too: bounded, the oldest go first.
+        max_bytes: DEAD_MAX_BYTES,
         ..Default::default()
     }
 }
@@ -106,6 +115,32 @@ pub struct Objects {
     pub hosts: kv::Store,
 }
 
+/// The objects a worker uses, created by the api: a worker may not create
+/// or change streams (`nats/auth.conf`). Waits, saying so, until the api
+/// has created them.
+pub async fn bind(js: &jetstream::Context, settings: &Settings) -> (stream::Stream, stream::Stream, kv::Store) {
+    let subjects = settings.subjects();
+    let mut warned = false;
+    loop {
+        let found = async {
+            let jobs = js.get_stream(subjects.jobs_stream()).await.map_err(|e| e.to_string())?;
+            let schedule = js.get_stream(subjects.schedule_stream()).await.map_err(|e| e.to_string())?;
+            let hosts = js.get_key_value(subjects.hosts_bucket()).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((jobs, schedule, hosts))
+        }
+        .await;
+        match found {
+            Ok(objects) => return objects,
+            Err(error) if !warned => {
+                tracing::warn!(error, "the jobs stream, schedule stream or hosts bucket is missing; waiting for the api to create them");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Creates what is missing and returns handles to all of it.
 pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Objects, SetupError> {
     let get = |config: stream::Config| async move {
@@ -139,6 +174,9 @@ mod tests {
         assert_eq!(file.retention, code.retention);
         assert_eq!(file.storage, code.storage);
         assert_eq!(file.max_age, code.max_age);
+        // The server reads 0 and -1 alike: no limit.
+        assert_eq!(file.max_bytes.max(0), code.max_bytes.max(0));
+        assert_eq!(file.discard, code.discard);
         if code.duplicate_window != Duration::ZERO {
             assert_eq!(file.duplicate_window, code.duplicate_window);
         }
@@ -149,6 +187,7 @@ mod tests {
         let settings = Settings::default();
         assert_same(&stream_file(include_str!("../../nats/jobs-stream.json")), &jobs_stream(&settings));
         assert_same(&stream_file(include_str!("../../nats/events-stream.json")), &events_stream(&settings));
+        assert_same(&stream_file(include_str!("../../nats/dead-stream.json")), &dead_stream(&settings));
     }
 
     #[test]

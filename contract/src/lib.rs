@@ -9,14 +9,18 @@
 //! - [`schedule`]: the periodic jobs the scheduler emits (sync, cleanup, purge).
 //! - [`labels`]: the Docker labels that re-link a container to its server (seed 001).
 //! - [`settings`]: layered configuration shared by the three binaries.
+//! - [`connect`], [`permissions`]: authenticated connections to NATS, and what each role may do there.
+//! - [`jetstream`]: the streams, consumers and bucket, created by the api and bound by the others.
 //! - [`process`], [`telemetry`]: signals, consumer loops and logging, done once for all services.
 
+pub mod connect;
 pub mod event;
 pub mod ids;
 pub mod jetstream;
 pub mod job;
 pub mod labels;
 pub mod name;
+pub mod permissions;
 pub mod process;
 pub mod schedule;
 pub mod settings;

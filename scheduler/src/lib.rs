@@ -23,15 +23,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("vsfleet-scheduler")
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(&settings.nats.url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", settings.nats.url))?;
+        // The scheduler may only publish its subjects (`nats/auth.conf`); the
+        // api creates the schedule stream, and a tick emitted before it
+        // exists is simply retried at the next period.
+        let nats = vsfleet_contract::connect::connect(settings, vsfleet_contract::connect::Role::Scheduler).await?;
         let js = jetstream::new(nats);
-        vsfleet_contract::jetstream::ensure(&js, settings).await?;
         let s = &settings.scheduler;
         let intervals = vec![
             (Periodic::Sync, Duration::from_millis(s.sync_interval_ms)),

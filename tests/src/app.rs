@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use sqlx::SqlitePool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{Settings, labels};
+use vsfleet_contract::connect::Role;
+use vsfleet_contract::{Settings, Subjects, labels, permissions};
 
 use crate::nats_server::NatsServer;
 use crate::process::Service;
@@ -35,8 +36,13 @@ pub struct TestApp {
     pub js: jetstream::Context,
     pub docker: Docker,
     pub settings: Settings,
+    /// NATS password of each user of the permission config (`contract::permissions`).
+    pub nats_passwords: std::collections::HashMap<String, String>,
+    /// A second worker host the permission config knows, for tests across hosts.
+    pub other_host: String,
     api: Option<(CancellationToken, JoinHandle<()>)>,
     worker: Option<(CancellationToken, JoinHandle<()>)>,
+    other_workers: Vec<(CancellationToken, JoinHandle<()>)>,
     schedulers: Vec<(CancellationToken, JoinHandle<()>)>,
     /// Services run as processes (crash and outage tests).
     pub services: Vec<Service>,
@@ -66,8 +72,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .with_test_writer()
         .try_init();
     let dir = tempfile::Builder::new().prefix("vsfleet-test-").tempdir().unwrap();
-    let nats_server = NatsServer::start(&dir.path().join("nats"));
     let id = unique();
+    // The broker runs with the shipped permission config for this test's
+    // prefix and hosts: every service connects as its own user, so a
+    // missing permission fails the test that needs it.
+    let (prefix, host, other_host) = (format!("t{id}"), format!("host-{id}"), format!("host-{id}-b"));
+    let users = permissions::users(&Subjects::new(&prefix).unwrap(), &[&host, &other_host]).unwrap();
+    let nats_passwords: std::collections::HashMap<String, String> =
+        users.iter().map(|u| (u.name.clone(), format!("pw-{}-{}", u.name, unique()))).collect();
+    let auth_file = dir.path().join("nats-auth.conf");
+    std::fs::write(&auth_file, permissions::render(&users)).unwrap();
+    let env = users.iter().map(|u| (u.password_env.clone(), nats_passwords[&u.name].clone())).collect();
+    let nats_server = NatsServer::start_with(&dir.path().join("nats"), Some((auth_file, env)));
     let docker = Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap();
     let network = format!("vsft-{id}");
     docker
@@ -82,11 +98,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::default();
     settings.database.url = format!("sqlite://{}", dir.path().join("vsfleet.db").display());
     settings.nats.url = nats_server.url().to_owned();
-    settings.nats.prefix = format!("t{id}");
+    settings.nats.prefix = prefix;
+    settings.nats.user = Some("api".into());
+    settings.nats.password = Some(nats_passwords["api"].clone());
     settings.nats.ack_wait_secs = 30;
     settings.api.listen = "127.0.0.1:0".parse().unwrap();
     settings.api.outbox_interval_ms = 200;
-    settings.worker.host_id = format!("host-{id}");
+    settings.worker.host_id = host;
     settings.worker.data_root = dir.path().join("SERVERS");
     settings.worker.image = TEST_IMAGE.into();
     settings.worker.runtime = "runc".into();
@@ -102,7 +120,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     adjust(&mut settings);
     settings.validate().unwrap();
 
-    let nats = async_nats::connect(nats_server.url()).await.unwrap();
+    // The test's own client is the api's user: it owns the streams.
+    let nats = vsfleet_contract::connect::connect(&settings, Role::Api).await.unwrap();
     let js = jetstream::new(nats.clone());
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -113,8 +132,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         js,
         docker,
         settings,
+        nats_passwords,
+        other_host,
         api: None,
         worker: None,
+        other_workers: Vec::new(),
         schedulers: Vec::new(),
         services: Vec::new(),
         network,
@@ -130,9 +152,43 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// The test's settings with the NATS credentials of `user`.
+    pub fn settings_as(&self, user: &str) -> Settings {
+        let mut settings = self.settings.clone();
+        settings.nats.user = Some(user.to_owned());
+        settings.nats.password = Some(self.nats_passwords.get(user).cloned().unwrap_or_else(|| "unknown".into()));
+        settings
+    }
+
+    /// A NATS connection as `user` of the permission config, with its
+    /// role's inbox prefix; permission violations are collected in `errors`.
+    pub async fn connect_as(&self, user: &str) -> (async_nats::Client, PermissionErrors) {
+        let errors = PermissionErrors::default();
+        let seen = errors.clone();
+        let settings = self.settings_as(user);
+        let role = Role::of_user(user).expect("a user of the permission config");
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            user.to_owned(),
+            settings.nats.password.clone().unwrap(),
+        )
+        .custom_inbox_prefix(role.inbox_prefix(&settings.subjects()))
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    seen.0.lock().unwrap().push(error.to_string());
+                }
+            }
+        })
+        .connect(self.nats_server.url())
+        .await
+        .unwrap_or_else(|e| panic!("connecting as {user}: {e}"));
+        (client, errors)
+    }
+
     pub async fn start_api(&mut self) {
         let listener = tokio::net::TcpListener::bind(self.settings.api.listen).await.unwrap();
-        let api = vsfleet_api::Application::build(self.settings.clone(), listener).await.expect("api builds");
+        let api = vsfleet_api::Application::build(self.settings_as("api"), listener).await.expect("api builds");
         self.addr = api.local_addr();
         // Keep the port if the api is restarted.
         self.settings.api.listen = self.addr;
@@ -145,18 +201,34 @@ impl TestApp {
     }
 
     pub async fn start_worker(&mut self) {
-        let worker = vsfleet_worker::Worker::build(self.settings.clone()).await.expect("worker builds");
+        let host = self.host().to_owned();
+        self.worker = Some(self.run_worker(&host).await);
+    }
+
+    /// Starts a worker for the test's second host (`other_host`), on the
+    /// same Docker engine, with that host's own NATS user.
+    pub async fn start_other_worker(&mut self) {
+        let host = self.other_host.clone();
+        let worker = self.run_worker(&host).await;
+        self.other_workers.push(worker);
+    }
+
+    async fn run_worker(&self, host: &str) -> (CancellationToken, JoinHandle<()>) {
+        let mut settings = self.settings_as(&permissions::worker_user(host));
+        settings.worker.host_id = host.to_owned();
+        let worker = vsfleet_worker::Worker::build(settings).await.expect("worker builds");
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
             async move { worker.run_until_stopped(stop).await }
         });
-        self.worker = Some((stop, task));
+        (stop, task)
     }
 
     /// Starts one more scheduler replica.
     pub async fn start_scheduler(&mut self) {
-        let scheduler = vsfleet_scheduler::Scheduler::build(&self.settings).await.expect("scheduler builds");
+        let scheduler =
+            vsfleet_scheduler::Scheduler::build(&self.settings_as("scheduler")).await.expect("scheduler builds");
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
@@ -178,6 +250,10 @@ impl TestApp {
             stop.cancel();
             tokio::time::timeout(WAIT, task).await.expect("worker stops in time").unwrap();
         }
+        for (stop, task) in self.other_workers.drain(..) {
+            stop.cancel();
+            tokio::time::timeout(WAIT, task).await.expect("worker stops in time").unwrap();
+        }
     }
 
     /// Stops the in-process api gracefully (its address stays reserved in
@@ -189,10 +265,11 @@ impl TestApp {
         }
     }
 
-    /// The settings as the TOML file the service binaries read.
-    pub fn write_config(&self) -> PathBuf {
-        let path = self.dir.path().join("vsfleet.toml");
-        std::fs::write(&path, toml::to_string(&self.settings).expect("settings serialise")).unwrap();
+    /// The settings, with `user`'s NATS credentials, as the TOML file the
+    /// service binaries read.
+    pub fn write_config(&self, user: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("vsfleet-{user}.toml"));
+        std::fs::write(&path, toml::to_string(&self.settings_as(user)).expect("settings serialise")).unwrap();
         path
     }
 
@@ -203,7 +280,12 @@ impl TestApp {
     /// Runs `bin` (`vsfleet-api`, `vsfleet-worker`) as a process with the
     /// test's settings plus `env`; returns its index in `services`.
     pub fn spawn_service(&mut self, bin: &str, env: &[(&str, String)]) -> usize {
-        let config = self.write_config();
+        let user = match bin {
+            "vsfleet-api" => "api".to_owned(),
+            "vsfleet-scheduler" => "scheduler".to_owned(),
+            _ => permissions::worker_user(self.host()),
+        };
+        let config = self.write_config(&user);
         let name = format!("{bin}-{}", self.services.len());
         let log = self.dir.path().join(format!("{name}.log"));
         let config = config.to_str().expect("a UTF-8 temp path").to_owned();
@@ -339,12 +421,16 @@ impl TestApp {
         self.docker.inspect_container(&self.container_name(id), None).await.ok()
     }
 
-    /// Every container that carries this test's host label.
+    /// Every container that carries one of this test's host labels.
     pub async fn our_containers(&self) -> Vec<String> {
-        let filters =
-            std::collections::HashMap::from([("label".to_owned(), vec![format!("{}={}", labels::HOST, self.host())])]);
-        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        self.docker.list_containers(Some(options)).await.unwrap().into_iter().filter_map(|c| c.id).collect()
+        let mut ids = Vec::new();
+        for host in [self.host(), &self.other_host] {
+            let filters =
+                std::collections::HashMap::from([("label".to_owned(), vec![format!("{}={host}", labels::HOST)])]);
+            let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+            ids.extend(self.docker.list_containers(Some(options)).await.unwrap().into_iter().filter_map(|c| c.id));
+        }
+        ids
     }
 
     /// Waits until JetStream holds no job for this host: nothing pending,
@@ -406,7 +492,7 @@ impl Drop for TestApp {
     /// The fallback when a test panics before `teardown`: remove containers
     /// and the network with the CLI (no async in drop).
     fn drop(&mut self) {
-        if let Some((stop, _)) = &self.worker {
+        for (stop, _) in self.worker.iter().chain(&self.other_workers) {
             stop.cancel();
         }
         if let Some((stop, _)) = &self.api {
@@ -422,6 +508,7 @@ impl Drop for TestApp {
         // test labels for another host).
         let filters = [
             format!("label={}={}", labels::HOST, self.settings.worker.host_id),
+            format!("label={}={}", labels::HOST, self.other_host),
             format!("name=^/{}", self.settings.worker.container_prefix),
         ];
         for filter in &filters {
@@ -438,6 +525,24 @@ impl Drop for TestApp {
                 eprintln!("--- {} log ---\n{}", service.name, service.log());
             }
         }
+    }
+}
+
+/// The permission violations the server reported to a connection.
+#[derive(Clone, Default)]
+pub struct PermissionErrors(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl PermissionErrors {
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the server reported a violation mentioning `subject`.
+    pub async fn wait_for(&self, subject: &str) -> String {
+        eventually(&format!("a permissions violation for {subject}"), || async {
+            self.all().into_iter().find(|e| e.to_lowercase().contains("permissions violation") && e.contains(subject))
+        })
+        .await
     }
 }
 

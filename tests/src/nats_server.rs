@@ -14,14 +14,22 @@ pub struct NatsServer {
     url: String,
     port: u16,
     dir: PathBuf,
+    /// The configuration file and the environment it reads passwords from.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
     /// Starts nats-server with its files under `dir`: `$NATS_SERVER_BIN`,
     /// else the one `scripts/ensure-nats-server` installs, else `PATH`'s.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, None)
+    }
+
+    /// Starts it with a configuration file (the permission config of
+    /// `contract::permissions`) and the environment that file reads.
+    pub fn start_with(dir: &Path, config: Option<(PathBuf, Vec<(String, String)>)>) -> Self {
         std::fs::create_dir_all(dir).unwrap();
-        let child = spawn(dir, None);
+        let child = spawn(dir, None, config.as_ref());
         let ports = dir.join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(10);
         let url = loop {
@@ -35,7 +43,7 @@ impl NatsServer {
             std::thread::sleep(Duration::from_millis(20));
         };
         let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the url");
-        Self { child: Some(child), url, port, dir: dir.to_owned() }
+        Self { child: Some(child), url, port, dir: dir.to_owned(), config }
     }
 
     pub fn url(&self) -> &str {
@@ -58,7 +66,7 @@ impl NatsServer {
     /// until it accepts connections.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Some(spawn(&self.dir, Some(self.port)));
+        self.child = Some(spawn(&self.dir, Some(self.port), self.config.as_ref()));
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
@@ -88,11 +96,15 @@ impl NatsServer {
     }
 }
 
-fn spawn(dir: &Path, port: Option<u16>) -> Child {
+fn spawn(dir: &Path, port: Option<u16>, config: Option<&(PathBuf, Vec<(String, String)>)>) -> Child {
     let bin = binary();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nats.log")).unwrap();
     let port = port.map_or("-1".to_owned(), |p| p.to_string());
-    Command::new(&bin)
+    let mut command = Command::new(&bin);
+    if let Some((file, env)) = config {
+        command.arg("-c").arg(file).envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    command
         .args(["-a", "127.0.0.1", "-p", &port, "-js", "--store_dir"])
         .arg(dir.join("js"))
         .arg("--ports_file_dir")

@@ -40,17 +40,12 @@ impl Worker {
         std::fs::create_dir_all(root.root())
             .with_context(|| format!("creating worker.data_root {}", root.root().display()))?;
 
-        let nats = async_nats::ConnectOptions::new()
-            .name(format!("vsfleet-worker {}", settings.worker.host_id))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(&settings.nats.url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", settings.nats.url))?;
+        let role = vsfleet_contract::connect::Role::Worker(&settings.worker.host_id);
+        let nats = vsfleet_contract::connect::connect(&settings, role).await?;
         let js = jetstream::new(nats.clone());
-        let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
-        let consumer = consumer::consumer(&objects.jobs, &settings).await?;
-        let sync = inventory::consumer(&objects.schedule, &settings).await?;
+        let (jobs, schedule, hosts) = vsfleet_contract::jetstream::bind(&js, &settings).await;
+        let consumer = consumer::consumer(&jobs, &settings).await.context("creating this host's jobs consumer")?;
+        let sync = inventory::consumer(&schedule, &settings).await?;
         let subjects = settings.subjects();
         let host = settings.worker.host_id.clone();
         let (health_tx, health) = Health::new();
@@ -71,8 +66,10 @@ impl Worker {
         });
         // Announce before consuming, so the api can place servers here as
         // soon as `build` returns.
-        presence::announce(&objects.hosts, &settings.worker.host_id, chrono::Utc::now(), None).await?;
-        Ok(Self { settings, nats, js, consumer, sync, hosts: objects.hosts, ctx, health: health_tx })
+        presence::announce(&hosts, &settings.worker.host_id, chrono::Utc::now(), None)
+            .await
+            .context("announcing this host in the hosts bucket")?;
+        Ok(Self { settings, nats, js, consumer, sync, hosts, ctx, health: health_tx })
     }
 
     pub fn operations(&self) -> &Operations {
