@@ -30,6 +30,8 @@ pub struct AppState {
     /// The live hosts, followed from `hosts`.
     pub registry: crate::hosts::Registry,
     pub settings: Arc<Settings>,
+    /// The checks of every message heard from NATS, and their rejections.
+    pub inbound: crate::inbound::Inbound,
     /// The last sync of each host, for `GET /v1/hosts`.
     pub syncs: Arc<Mutex<HashMap<String, HostSync>>>,
 }
@@ -67,6 +69,7 @@ impl Application {
             .queue_subscribe(subjects.monitor_wildcard(), "api".to_owned())
             .await
             .context("subscribing to monitor snapshots")?;
+        let inbound = crate::inbound::Inbound::new(js.clone(), subjects.clone(), objects.jobs.clone());
         let writer = crate::writer::Writer::spawn(&settings.database.url, db.write.clone())?;
         let (dispatcher, marker) =
             Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone(), writer.clone());
@@ -78,6 +81,7 @@ impl Application {
             hosts: objects.hosts,
             registry: crate::hosts::Registry::default(),
             tokens: crate::users::TokenCache::default(),
+            inbound,
             settings: Arc::new(settings),
             syncs: Arc::default(),
         };
@@ -100,8 +104,8 @@ impl Application {
             tokio::spawn(state.dispatcher.clone().run_outbox(outbox_every, shutdown.clone())),
             tokio::spawn(events::run(events, state.clone(), shutdown.clone())),
             tokio::spawn(schedule::run(schedule, state.clone(), shutdown.clone())),
-            tokio::spawn(monitor::run(monitor, state.db.clone(), shutdown.clone())),
-            tokio::spawn(state.registry.clone().follow(state.hosts.clone(), shutdown.clone())),
+            tokio::spawn(monitor::run(monitor, state.db.clone(), state.inbound.clone(), shutdown.clone())),
+            tokio::spawn(state.registry.clone().follow(state.hosts.clone(), state.inbound.clone(), shutdown.clone())),
             tokio::spawn(marker.run(shutdown.clone())),
             tokio::spawn(crate::watchdog::run(state.clone(), shutdown.clone())),
         ];

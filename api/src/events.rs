@@ -5,7 +5,7 @@
 //! events; drift and inventories are states, not deltas), so redelivery is
 //! harmless.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,11 +14,13 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{ContainerState, Inventory, JobEvent, Observed};
+use vsfleet_contract::{ContainerState, Inventory, JobEvent, JobId, Observed};
 
 use crate::app::{AppState, HostSync};
 use crate::db::{Db, begin_write};
 use crate::error::ApiError;
+use crate::inbound::{self, Kind};
+use crate::job_events::Rejection;
 use crate::jobs;
 use crate::reconcile::{self, HostInventory};
 use crate::{job_events, lifecycle, servers};
@@ -89,21 +91,8 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
                     rest = &rest[jobs..];
                 } else {
                     let message = &rest[0];
-                    let outcome = match subjects.event_kind(&message.subject) {
-                        Some("observed") => match parse::<Observed>(&message.payload) {
-                            Ok(seen) => apply_observed(&state.db, &seen).await.map_err(Fault::Retry),
-                            Err(fault) => Err(fault),
-                        },
-                        Some("inventory") => match parse::<Inventory>(&message.payload) {
-                            Ok(part) => match assemble(&mut partial, part) {
-                                Some((host, whole)) => sync(&state, &host, &whole).await.map_err(Fault::Retry),
-                                None => Ok(()),
-                            },
-                            Err(fault) => Err(fault),
-                        },
-                        _ => Err(Fault::Unreadable("unknown event kind".into())),
-                    };
-                    settle(message, outcome).await;
+                    let outcome = record_other(&state, &mut partial, message).await;
+                    settle(&state, message, outcome).await;
                     rest = &rest[1..];
                 }
             }
@@ -111,42 +100,165 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
     }
 }
 
+/// Drift and inventories: checked, then applied.
+async fn record_other(
+    state: &AppState,
+    partial: &mut HashMap<uuid::Uuid, Vec<Inventory>>,
+    message: &Message,
+) -> Result<(), Fault> {
+    let subjects = state.settings.subjects();
+    let host = state.inbound.subject_host(&message.subject).unwrap_or_default().to_owned();
+    let now = Utc::now();
+    match subjects.event_kind(&message.subject) {
+        Some("observed") => {
+            let seen = parse::<Observed>(Kind::Observed, &message.payload)?;
+            inbound::check_observed(&host, &seen, now).map_err(|why| Fault::Rejected(Kind::Observed, why))?;
+            apply_observed(&state.db, &seen).await.map_err(|e| match e {
+                Applied::Refused(why) => Fault::Rejected(Kind::Observed, why),
+                Applied::Failed(e) => Fault::Retry(e),
+            })
+        }
+        Some("inventory") => {
+            let part = parse::<Inventory>(Kind::Inventory, &message.payload)?;
+            inbound::check_inventory(&host, &part, now).map_err(|why| Fault::Rejected(Kind::Inventory, why))?;
+            match assemble(partial, part) {
+                Some((host, whole)) => sync(state, &host, &whole).await.map_err(Fault::Retry),
+                None => Ok(()),
+            }
+        }
+        _ => Err(Fault::Rejected(Kind::JobEvent, "not an event subject vsfleet uses".into())),
+    }
+}
+
+/// Unfinished syncs kept per host.
+const MAX_OPEN_SYNCS: usize = 4;
+
 /// Events recorded per transaction at most.
 const BATCH: usize = 256;
 
 /// Records job events in one transaction on the writer ([`job_events`]);
 /// all of them are redelivered if it fails (applying an event twice changes
-/// nothing).
+/// nothing). Each is checked first against its subject, then against its
+/// job and server rows; a job the api did not issue is checked against the
+/// jobs stream and recorded in a second transaction.
 async fn record_jobs(state: &AppState, messages: &[Message]) {
+    let now = Utc::now();
     let mut readable = Vec::with_capacity(messages.len());
     for message in messages {
-        match parse::<JobEvent>(&message.payload) {
+        let host = state.inbound.subject_host(&message.subject).unwrap_or_default();
+        let checked = parse::<JobEvent>(Kind::JobEvent, &message.payload).and_then(|event| {
+            inbound::check_job_event(host, &event, now).map_err(|why| Fault::Rejected(Kind::JobEvent, why))?;
+            Ok(event)
+        });
+        match checked {
             Ok(event) => readable.push((message, event)),
-            Err(fault) => settle(message, Err(fault)).await,
+            Err(fault) => settle(state, message, Err(fault)).await,
         }
     }
-    let retention = state.settings.retention();
+    let mut outcomes: Vec<Result<(), Fault>> = Vec::with_capacity(readable.len());
     let events: Vec<JobEvent> = readable.iter().map(|(_, event)| event.clone()).collect();
-    let outcome = state.writer.write(move |conn| job_events::record(conn, &events, retention)).await;
-    match outcome {
-        Ok(()) => {
-            futures::future::join_all(readable.iter().map(|(m, _)| settle(m, Ok(())))).await;
+    match write_events(state, events.clone(), HashSet::new()).await {
+        Err(error) => {
+            for (message, _) in &readable {
+                settle(state, message, Err(Fault::Retry(anyhow::anyhow!(error.clone())))).await;
+            }
+            return;
+        }
+        Ok(rejected) => {
+            outcomes.extend(readable.iter().map(|_| Ok(())));
+            let mut unknown = Vec::new();
+            for (index, why) in rejected {
+                match why {
+                    Rejection::UnknownJob => unknown.push(index),
+                    Rejection::Contradicts(why) => outcomes[index] = Err(Fault::Rejected(Kind::JobEvent, why)),
+                }
+            }
+            if !unknown.is_empty() {
+                verify_and_record(state, &events, &unknown, &mut outcomes).await;
+            }
+        }
+    }
+    futures::future::join_all(readable.iter().zip(outcomes).map(|((m, _), outcome)| settle(state, m, outcome))).await;
+}
+
+/// Events of jobs published by hand: recorded once their message is found
+/// in the jobs stream, rejected otherwise.
+async fn verify_and_record(
+    state: &AppState,
+    events: &[JobEvent],
+    unknown: &[usize],
+    outcomes: &mut [Result<(), Fault>],
+) {
+    let mut verified = HashSet::new();
+    let mut refused: HashMap<JobId, String> = HashMap::new();
+    for &index in unknown {
+        let ev = &events[index];
+        if verified.contains(&ev.job_id) || refused.contains_key(&ev.job_id) {
+            continue;
+        }
+        match state.inbound.verify_hand_job(ev).await {
+            Ok(()) => {
+                verified.insert(ev.job_id);
+            }
+            Err(why) => {
+                refused.insert(ev.job_id, why);
+            }
+        }
+    }
+    let second: Vec<usize> = unknown.iter().copied().filter(|i| verified.contains(&events[*i].job_id)).collect();
+    for &index in unknown {
+        if let Some(why) = refused.get(&events[index].job_id) {
+            outcomes[index] = Err(Fault::Rejected(Kind::JobEvent, why.clone()));
+        }
+    }
+    if second.is_empty() {
+        return;
+    }
+    let batch: Vec<JobEvent> = second.iter().map(|i| events[*i].clone()).collect();
+    match write_events(state, batch, verified).await {
+        Ok(rejected) => {
+            for (at, why) in rejected {
+                let why = match why {
+                    Rejection::UnknownJob => "unknown job".to_owned(),
+                    Rejection::Contradicts(why) => why,
+                };
+                outcomes[second[at]] = Err(Fault::Rejected(Kind::JobEvent, why));
+            }
         }
         Err(error) => {
-            let error = format!("{error:#}");
-            for (message, _) in &readable {
-                settle(message, Err(Fault::Retry(anyhow::anyhow!(error.clone())))).await;
+            for index in second {
+                outcomes[index] = Err(Fault::Retry(anyhow::anyhow!(error.clone())));
             }
         }
     }
 }
 
-async fn settle(message: &Message, outcome: Result<(), Fault>) {
+async fn write_events(
+    state: &AppState,
+    events: Vec<JobEvent>,
+    hand_jobs: HashSet<JobId>,
+) -> Result<Vec<(usize, Rejection)>, String> {
+    let retention = state.settings.retention();
+    state
+        .writer
+        .write(move |conn| job_events::record(conn, &events, retention, &hand_jobs))
+        .await
+        .map_err(|error| format!("{error:#}"))
+}
+
+async fn settle(state: &AppState, message: &Message, outcome: Result<(), Fault>) {
     let ack = match outcome {
         Ok(()) => message.ack().await,
-        Err(Fault::Unreadable(why)) => {
-            tracing::error!(subject = %message.subject, why, "events: unreadable event dropped");
-            message.ack_with(AckKind::Term).await
+        Err(Fault::Rejected(kind, why)) => {
+            // Stored once however often it is redelivered.
+            let id = message.info().ok().map(|i| format!("rejected-{}-{}", i.stream, i.stream_sequence));
+            match state.inbound.reject(kind, &message.subject, &message.payload, &why, id).await {
+                Ok(()) => message.ack_with(AckKind::Term).await,
+                Err(error) => {
+                    tracing::warn!(%error, "events: cannot store a rejected event; redelivery in 5s");
+                    message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
+                }
+            }
         }
         Err(Fault::Retry(error)) => {
             tracing::warn!(subject = %message.subject, error = format!("{error:#}"), "events: recording failed; redelivery in 1s");
@@ -160,19 +272,32 @@ async fn settle(message: &Message, outcome: Result<(), Fault>) {
 
 /// Why an event was not recorded.
 enum Fault {
-    /// No retry can help.
-    Unreadable(String),
+    /// It failed a check (unreadable, forged, foreign): never applied.
+    Rejected(Kind, String),
     /// The database refused; try again.
     Retry(anyhow::Error),
 }
 
-fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Fault> {
-    serde_json::from_slice(payload).map_err(|e| Fault::Unreadable(e.to_string()))
+fn parse<T: serde::de::DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<T, Fault> {
+    serde_json::from_slice(payload).map_err(|e| Fault::Rejected(kind, format!("unreadable: {e}")))
 }
 
 /// Collects an inventory's parts; returns the whole once the last arrived.
 fn assemble(partial: &mut HashMap<uuid::Uuid, Vec<Inventory>>, part: Inventory) -> Option<(String, HostInventory)> {
     let (id, parts) = (part.sync_id, part.parts as usize);
+    // Bounded: a host's unfinished syncs beyond a few are dropped, oldest first.
+    let host_syncs = partial.values().filter(|v| v.first().is_some_and(|p| p.host == part.host)).count();
+    if !partial.contains_key(&id) && host_syncs >= MAX_OPEN_SYNCS {
+        let host = part.host.clone();
+        let oldest = partial
+            .iter()
+            .filter(|(_, v)| v.first().is_some_and(|p| p.host == host))
+            .min_by_key(|(_, v)| v[0].at)
+            .map(|(k, _)| *k);
+        if let Some(oldest) = oldest {
+            partial.remove(&oldest);
+        }
+    }
     let got = partial.entry(id).or_default();
     if !got.iter().any(|p| p.part == part.part) {
         got.push(part);
@@ -216,14 +341,42 @@ async fn sync(state: &AppState, host: &str, inventory: &HostInventory) -> anyhow
     Ok(())
 }
 
+/// Why an observation was not applied.
+pub enum Applied {
+    /// It contradicts the server's row (another host's server).
+    Refused(String),
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Applied {
+    fn from(e: E) -> Self {
+        Applied::Failed(e.into())
+    }
+}
+
+impl From<Applied> for ApiError {
+    fn from(e: Applied) -> Self {
+        match e {
+            Applied::Refused(why) => ApiError::Internal(anyhow::anyhow!(why)),
+            Applied::Failed(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 /// Drift seen in Docker's event stream: the server follows its container,
 /// unless a job is in flight (the job will say) or it is in a state only a
-/// job may leave.
-pub async fn apply_observed(db: &Db, seen: &Observed) -> anyhow::Result<()> {
+/// job may leave. Only the server's own host may report it.
+pub async fn apply_observed(db: &Db, seen: &Observed) -> Result<(), Applied> {
     let mut tx = begin_write(db).await?;
     let id = seen.server_id.as_i64();
     let Some(server) = servers::get(&mut *tx, id).await? else { return Ok(()) };
-    if server.host != seen.host || jobs::in_flight(&mut *tx, id).await?.is_some() {
+    if server.host != seen.host {
+        return Err(Applied::Refused(format!(
+            "server {} lives on host {}, not on the reporting host {}",
+            seen.server_id, server.host, seen.host
+        )));
+    }
+    if jobs::in_flight(&mut *tx, id).await?.is_some() {
         return Ok(());
     }
     let Some(status) = server.status().drifted(seen.observed.container) else { return Ok(()) };

@@ -15,6 +15,8 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::HostPresence;
 
+use crate::inbound::{self, Inbound, Kind};
+
 #[derive(Clone, Default)]
 pub struct Registry {
     seen: Arc<RwLock<HashMap<String, HostPresence>>>,
@@ -27,8 +29,11 @@ impl Registry {
     pub async fn alive(&self, bucket: &kv::Store, max_age_secs: i64) -> anyhow::Result<Vec<HostPresence>> {
         let empty = self.seen.read().expect("not poisoned").is_empty();
         if empty {
-            for presence in read_all(bucket).await? {
-                self.record(presence);
+            // Entries that fail the checks are left to the watch to reject.
+            for (key, presence) in read_all(bucket).await? {
+                if inbound::check_presence(&key, &presence, Utc::now()).is_ok() {
+                    self.record(presence);
+                }
             }
         }
         let now = Utc::now();
@@ -61,7 +66,7 @@ impl Registry {
     }
 
     /// Follows the bucket until shut down, re-watching after errors.
-    pub async fn follow(self, bucket: kv::Store, shutdown: CancellationToken) {
+    pub async fn follow(self, bucket: kv::Store, inbound: Inbound, shutdown: CancellationToken) {
         loop {
             match bucket.watch_with_history(">").await {
                 Ok(mut watch) => loop {
@@ -71,10 +76,25 @@ impl Registry {
                     };
                     match next {
                         Some(Ok(entry)) => match entry.operation {
-                            kv::Operation::Put => match serde_json::from_slice::<HostPresence>(&entry.value) {
-                                Ok(presence) => self.record(presence),
-                                Err(error) => tracing::warn!(host = entry.key, %error, "unreadable host presence"),
-                            },
+                            kv::Operation::Put => {
+                                let checked = serde_json::from_slice::<HostPresence>(&entry.value)
+                                    .map_err(|e| format!("unreadable: {e}"))
+                                    .and_then(|p| inbound::check_presence(&entry.key, &p, Utc::now()).map(|()| p));
+                                match checked {
+                                    Ok(presence) => self.record(presence),
+                                    Err(why) => {
+                                        // Re-watching replays the entry: the revision keeps its dead letter single.
+                                        let subject = format!("$KV.{}.{}", entry.bucket, entry.key);
+                                        let id = format!("rejected-KV_{}-{}", entry.bucket, entry.revision);
+                                        if let Err(error) = inbound
+                                            .reject(Kind::HostEntry, &subject, &entry.value, &why, Some(id))
+                                            .await
+                                        {
+                                            tracing::warn!(%error, "hosts: cannot store a rejected entry");
+                                        }
+                                    }
+                                }
+                            }
                             kv::Operation::Delete | kv::Operation::Purge => self.forget(&entry.key),
                         },
                         Some(Err(error)) => {
@@ -94,14 +114,14 @@ impl Registry {
     }
 }
 
-async fn read_all(bucket: &kv::Store) -> anyhow::Result<Vec<HostPresence>> {
+async fn read_all(bucket: &kv::Store) -> anyhow::Result<Vec<(String, HostPresence)>> {
     let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
     let mut all = Vec::new();
     for key in keys {
         if let Some(value) = bucket.get(&key).await?
             && let Ok(presence) = serde_json::from_slice(&value)
         {
-            all.push(presence);
+            all.push((key, presence));
         }
     }
     Ok(all)

@@ -7,17 +7,36 @@
 //! statement costs microseconds, and the batch shares the requests'
 //! transaction, which keeps the read, the changes and the writes atomic.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, JobEvent, JobPhase, JobStatus, Observation, ServerStatus};
+use vsfleet_contract::{Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation, ServerStatus};
 
 use crate::jobs::{self, Job, QueuedJob};
 use crate::servers::{self, Server};
 
-/// Applies `events` in order inside the caller's transaction. Applying an
-/// event twice changes nothing: a finished job ignores later events.
-pub fn record(conn: &rusqlite::Connection, events: &[JobEvent], retention: chrono::Duration) -> rusqlite::Result<()> {
+/// Why an event was not applied. Nothing of a rejected event is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// A job the api neither issued nor recorded: the caller checks it
+    /// against the jobs stream ([`crate::inbound::Inbound::verify_hand_job`])
+    /// and records it again with the job among `hand_jobs`, or rejects it.
+    UnknownJob,
+    /// The event contradicts its job or its server.
+    Contradicts(String),
+}
+
+/// Applies `events` in order inside the caller's transaction, except those
+/// that fail the checks against their job and server rows, which are
+/// returned by index. Applying an event twice changes nothing: a finished
+/// job ignores later events. `hand_jobs` are jobs published by hand whose
+/// message was verified: their first event creates their row.
+pub fn record(
+    conn: &rusqlite::Connection,
+    events: &[JobEvent],
+    retention: chrono::Duration,
+    hand_jobs: &HashSet<JobId>,
+) -> rusqlite::Result<Vec<(usize, Rejection)>> {
     let mut ids: Vec<String> = events.iter().map(|ev| ev.job_id.to_string()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -29,10 +48,13 @@ pub fn record(conn: &rusqlite::Connection, events: &[JobEvent], retention: chron
     let servers = servers::get_many(conn, &server_ids)?.into_iter().map(|s| (s.id, s)).collect();
 
     let mut rows = Rows { jobs, servers, ..Default::default() };
-    for ev in events {
+    let mut rejected = Vec::new();
+    for (index, ev) in events.iter().enumerate() {
         let span = tracing::info_span!("event", job_id = %ev.job_id, server_id = %ev.server_id, action = %ev.action);
         let _guard = span.enter();
-        rows.apply(ev, retention);
+        if let Err(why) = rows.apply(ev, retention, hand_jobs) {
+            rejected.push((index, why));
+        }
     }
 
     let new: Vec<&Job> = rows.new_jobs.iter().map(|id| &rows.jobs[id]).collect();
@@ -44,7 +66,7 @@ pub fn record(conn: &rusqlite::Connection, events: &[JobEvent], retention: chron
     servers::delete_many(conn, &rows.purged)?;
     let servers: Vec<&Server> = rows.changed_servers.iter().filter_map(|id| rows.servers.get(id)).collect();
     servers::update_outcome(conn, &servers)?;
-    Ok(())
+    Ok(rejected)
 }
 
 /// The rows a batch touches, as the events leave them.
@@ -62,8 +84,24 @@ struct Rows {
 }
 
 impl Rows {
-    fn apply(&mut self, ev: &JobEvent, retention: chrono::Duration) {
+    fn apply(
+        &mut self,
+        ev: &JobEvent,
+        retention: chrono::Duration,
+        hand_jobs: &HashSet<JobId>,
+    ) -> Result<(), Rejection> {
         let id = ev.job_id.to_string();
+        match self.jobs.get(&id) {
+            Some(job) => matches_job(job, ev)?,
+            None if hand_jobs.contains(&ev.job_id) => {}
+            None => return Err(Rejection::UnknownJob),
+        }
+        if self.jobs.get(&id).is_some_and(|job| job.job_status().is_finished()) {
+            return Ok(()); // a late or repeated event
+        }
+        if !matches!(ev.phase, JobPhase::Started) {
+            self.check_server(ev)?;
+        }
         let job = self.jobs.entry(id.clone()).or_insert_with(|| {
             // A job published by hand: it shows in the API from its first event.
             tracing::info!("recorded a job published directly on NATS");
@@ -80,9 +118,6 @@ impl Rows {
             }
             .row()
         });
-        if job.job_status().is_finished() {
-            return; // a late or repeated event
-        }
         self.changed_jobs.insert(id);
         let attempt = ev.attempt as i64;
         job.attempts = job.attempts.max(attempt);
@@ -99,6 +134,28 @@ impl Rows {
                 self.record_server(ev, false, observed.as_ref(), Some(error), retention);
             }
         }
+        Ok(())
+    }
+
+    /// An outcome may speak only for a server of the reporting host, and a
+    /// purge may report success only when nothing of the server is left.
+    fn check_server(&self, ev: &JobEvent) -> Result<(), Rejection> {
+        if let Some(server) = self.servers.get(&ev.server_id.as_i64())
+            && server.host != ev.host
+        {
+            return Err(Rejection::Contradicts(format!(
+                "server {} lives on host {}, not on the reporting host {}",
+                ev.server_id, server.host, ev.host
+            )));
+        }
+        if let (Action::Purge, JobPhase::Succeeded { observed, .. }) = (ev.action, &ev.phase)
+            && (observed.container != ContainerState::Absent || observed.data_exists || observed.archived)
+        {
+            return Err(Rejection::Contradicts(format!(
+                "a purge reported success while the host still has {observed:?}"
+            )));
+        }
+        Ok(())
     }
 
     fn record_server(
@@ -112,15 +169,6 @@ impl Rows {
         let Some(server) = self.servers.get_mut(&ev.server_id.as_i64()) else {
             return; // purged, or a hand-published job for a server we never had
         };
-        if server.host != ev.host {
-            // A worker can only speak for its own host.
-            tracing::warn!(
-                server_host = server.host,
-                event_host = ev.host,
-                "event from another host ignored for the server row"
-            );
-            return;
-        }
         let next = match seen {
             Some(seen) => ServerStatus::after(ev.action, succeeded, seen),
             None if ev.action == Action::Create => Some(ServerStatus::Failed),
@@ -160,6 +208,17 @@ impl Rows {
         self.changed_servers.insert(id);
         tracing::info!(status = %status, "server state recorded");
     }
+}
+
+/// An event must be about its job: the same server, action and host.
+fn matches_job(job: &Job, ev: &JobEvent) -> Result<(), Rejection> {
+    if job.server_id == ev.server_id.as_i64() && job.action == ev.action.as_str() && job.host == ev.host {
+        return Ok(());
+    }
+    Err(Rejection::Contradicts(format!(
+        "job {} is a {} of server {} on host {}; the event says a {} of server {} on host {}",
+        job.id, job.action, job.server_id, job.host, ev.action, ev.server_id, ev.host
+    )))
 }
 
 fn finish(job: &mut Job, at: DateTime<Utc>, status: JobStatus, error: Option<&str>, result: Option<serde_json::Value>) {
@@ -203,6 +262,7 @@ mod tests {
             host: "h1".into(),
             attempt: 1,
             at: Utc::now(),
+            job_seq: None,
             phase,
         }
     }
@@ -215,11 +275,16 @@ mod tests {
         }
     }
 
-    async fn record_all(db: &Db, events: &[JobEvent]) {
+    async fn record_all(db: &Db, events: &[JobEvent]) -> Vec<(usize, Rejection)> {
+        record_with(db, events, &HashSet::new()).await
+    }
+
+    async fn record_with(db: &Db, events: &[JobEvent], hand_jobs: &HashSet<JobId>) -> Vec<(usize, Rejection)> {
         let mut conn = rusqlite::Connection::open(db.write.connect_options().get_filename()).unwrap();
         let tx = conn.transaction().unwrap();
-        record(&tx, events, chrono::Duration::days(7)).unwrap();
+        let rejected = record(&tx, events, chrono::Duration::days(7), hand_jobs).unwrap();
         tx.commit().unwrap();
+        rejected
     }
 
     async fn job(db: &Db, id: JobId) -> Job {
@@ -279,14 +344,25 @@ mod tests {
         .unwrap();
         let delete = queued_job(&db, server, Action::Delete).await;
         let purge = JobId::new(); // never requested through the api
+        let cleanup = JobId::new();
+        let nothing_left = JobPhase::Succeeded {
+            observed: Observation {
+                container: ContainerState::Absent,
+                container_id: None,
+                data_exists: false,
+                archived: false,
+            },
+            detail: None,
+        };
         let events = [
             event(delete, server, Action::Delete, succeeded(ContainerState::Absent)),
             event(purge, server, Action::Purge, JobPhase::Started),
-            event(purge, server, Action::Purge, succeeded(ContainerState::Absent)),
+            event(purge, server, Action::Purge, nothing_left),
             // The server is gone: this one only finishes its job.
-            event(JobId::new(), server, Action::Cleanup, succeeded(ContainerState::Running)),
+            event(cleanup, server, Action::Cleanup, succeeded(ContainerState::Running)),
         ];
-        record_all(&db, &events).await;
+        let rejected = record_with(&db, &events, &HashSet::from([purge, cleanup])).await;
+        assert!(rejected.is_empty(), "{rejected:?}");
         assert_eq!(job(&db, delete).await.status, "succeeded");
         let hand = job(&db, purge).await;
         assert_eq!((hand.origin.as_str(), hand.status.as_str(), hand.action.as_str()), ("nats", "succeeded", "purge"));
@@ -294,6 +370,50 @@ mod tests {
         let (left,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM server_containers").fetch_one(&db.read).await.unwrap();
         assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn events_that_contradict_their_job_or_server_change_nothing() {
+        let (_dir, db) = scratch().await;
+        let server = scratch_server(&db, "running").await;
+        let stop = queued_job(&db, server, Action::Stop).await;
+        let gone = JobPhase::Succeeded {
+            observed: Observation {
+                container: ContainerState::Absent,
+                container_id: None,
+                data_exists: false,
+                archived: false,
+            },
+            detail: None,
+        };
+        let mut foreign = event(stop, server, Action::Stop, succeeded(ContainerState::Stopped));
+        foreign.host = "h2".into();
+        let events = [
+            // A purge nobody asked for, claiming success.
+            event(JobId::new(), server, Action::Purge, gone.clone()),
+            // The stop job, reported as a purge.
+            event(stop, server, Action::Purge, gone),
+            // The stop job, from another host.
+            foreign,
+        ];
+        let rejected = record_all(&db, &events).await;
+        assert_eq!(rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(rejected[0].1, Rejection::UnknownJob);
+        assert!(matches!(&rejected[1].1, Rejection::Contradicts(why) if why.contains("purge")), "{rejected:?}");
+        assert_eq!(job(&db, stop).await.status, "queued");
+        let row = servers::get(&db.read, server).await.unwrap().unwrap();
+        assert_eq!(row.status(), ServerStatus::Running);
+
+        // A purge of a server whose data is still there is not a success.
+        let purge = JobId::new();
+        let rejected = record_with(
+            &db,
+            &[event(purge, server, Action::Purge, succeeded(ContainerState::Absent))],
+            &HashSet::from([purge]),
+        )
+        .await;
+        assert!(matches!(&rejected[0].1, Rejection::Contradicts(why) if why.contains("still has")), "{rejected:?}");
+        assert!(servers::get(&db.read, server).await.unwrap().is_some());
     }
 
     #[tokio::test]

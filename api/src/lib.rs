@@ -4,6 +4,7 @@
 //! - [`http`]: routes, extractors and handlers (thin).
 //! - [`lifecycle`]: the rules: ownership, state checks, job row plus state change in one transaction.
 //! - [`dispatch`]: publishing jobs to JetStream and the outbox that republishes unacknowledged ones.
+//! - [`inbound`]: the checks of every message heard from NATS; what fails them goes to the dead letters.
 //! - [`events`]: recording the workers' events: job phases, drift, inventories.
 //! - [`job_events`]: applying a batch of job phases to the rows in a fixed number of statements.
 //! - [`writer`]: the group-commit writer: concurrent requests' writes in one transaction.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod hosts;
 pub mod http;
+pub mod inbound;
 pub mod job_events;
 pub mod jobs;
 pub mod lifecycle;

@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{InnerContainers, ServerStatus};
 
 use crate::db::{Db, begin_write};
+use crate::inbound::{self, Inbound, Kind};
 use crate::servers;
 
-pub async fn run(mut snapshots: async_nats::Subscriber, db: Db, shutdown: CancellationToken) {
+pub async fn run(mut snapshots: async_nats::Subscriber, db: Db, inbound: Inbound, shutdown: CancellationToken) {
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -20,24 +21,51 @@ pub async fn run(mut snapshots: async_nats::Subscriber, db: Db, shutdown: Cancel
                 None => return,
             },
         };
-        match serde_json::from_slice::<InnerContainers>(&message.payload) {
-            Ok(report) => {
-                if let Err(error) = record(&db, &report).await {
+        let host = inbound.subject_host(&message.subject).unwrap_or_default();
+        let checked = serde_json::from_slice::<InnerContainers>(&message.payload)
+            .map_err(|e| format!("unreadable: {e}"))
+            .and_then(|report| inbound::check_monitor(host, &report, Utc::now()).map(|()| report));
+        let refused = match checked {
+            Ok(report) => match record(&db, &report).await {
+                Ok(Recorded::Yes | Recorded::NotLive) => None,
+                Ok(Recorded::Foreign(why)) => Some(why),
+                Err(error) => {
                     tracing::warn!(server_id = %report.server_id, error = format!("{error:#}"), "monitor: cannot record");
+                    None
                 }
-            }
-            Err(error) => tracing::warn!(%error, "monitor: unreadable snapshot"),
+            },
+            Err(why) => Some(why),
+        };
+        if let Some(why) = refused
+            && let Err(error) = inbound.reject(Kind::Monitor, &message.subject, &message.payload, &why, None).await
+        {
+            tracing::warn!(%error, "monitor: cannot store a rejected snapshot");
         }
     }
 }
 
-pub async fn record(db: &Db, report: &InnerContainers) -> anyhow::Result<()> {
+/// What became of a snapshot.
+pub enum Recorded {
+    Yes,
+    /// The server is gone or being deleted: nothing to show (a race, not a fault).
+    NotLive,
+    /// The server lives on another host than the one that reported it.
+    Foreign(String),
+}
+
+pub async fn record(db: &Db, report: &InnerContainers) -> anyhow::Result<Recorded> {
     let id = report.server_id.as_i64();
     let mut tx = begin_write(db).await?;
     // Only live servers on the reporting host have inner containers.
-    let Some(server) = servers::get(&mut *tx, id).await? else { return Ok(()) };
-    if server.host != report.host || matches!(server.status(), ServerStatus::Deleted | ServerStatus::Deleting) {
-        return Ok(());
+    let Some(server) = servers::get(&mut *tx, id).await? else { return Ok(Recorded::NotLive) };
+    if server.host != report.host {
+        return Ok(Recorded::Foreign(format!(
+            "server {} lives on host {}, not on the reporting host {}",
+            report.server_id, server.host, report.host
+        )));
+    }
+    if matches!(server.status(), ServerStatus::Deleted | ServerStatus::Deleting) {
+        return Ok(Recorded::NotLive);
     }
     let now = Utc::now();
     sqlx::query("DELETE FROM server_containers WHERE server_id = ?").bind(id).execute(&mut *tx).await?;
@@ -60,7 +88,7 @@ pub async fn record(db: &Db, report: &InnerContainers) -> anyhow::Result<()> {
         .await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(Recorded::Yes)
 }
 
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]

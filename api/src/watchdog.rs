@@ -54,7 +54,10 @@ pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize
     let retention = state.settings.retention();
     // Recorded as the workers' own reports are, in one transaction that
     // re-reads each job: one that finished meanwhile is left as it is.
-    state.writer.write(move |conn| job_events::record(conn, &failures, retention)).await?;
+    state
+        .writer
+        .write(move |conn| job_events::record(conn, &failures, retention, &Default::default()).map(drop))
+        .await?;
     Ok(count)
 }
 
@@ -80,6 +83,7 @@ fn overdue(state: &AppState, job: Job, now: DateTime<Utc>) -> Option<(Job, JobEv
         host: job.host.clone(),
         attempt: job.attempts.max(0) as u64,
         at: now,
+        job_seq: None,
         phase: JobPhase::Failed { error, permanent: true, observed: None },
     };
     Some((job, failure))

@@ -61,6 +61,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
         retry: vsfleet_worker::retry::Policy::from_settings(&settings.worker),
         health: vsfleet_worker::health::Health::new().1,
+        deadlines: settings.api.deadlines.clone(),
     });
     let stop = CancellationToken::new();
     let worker = tokio::spawn(consumer::run(

@@ -141,13 +141,9 @@ async fn options(
             let seed = read("nats.nkey_seed_file", path)?;
             options.nkey(seed.trim().to_owned())
         }
-        NatsAuth::CredsFile(path) => {
-            options.credentials_file(path).await.map_err(|source| ConnectError::Credentials {
-                setting: "nats.creds_file",
-                path: path.to_owned(),
-                source,
-            })?
-        }
+        NatsAuth::CredsFile(path) => options.credentials_file(path).await.map_err(|source| {
+            ConnectError::Credentials { setting: "nats.creds_file", path: path.to_owned(), source }
+        })?,
     };
     let tls = &settings.nats.tls;
     if tls.is_set() || settings.nats.url.starts_with("tls://") {

@@ -24,6 +24,11 @@ pub struct JobEvent {
     /// JetStream's delivery count for this attempt (1 on first delivery).
     pub attempt: u64,
     pub at: DateTime<Utc>,
+    /// The job message's sequence in the jobs stream. The api checks a job
+    /// it did not issue (published by hand) against that message before it
+    /// records anything for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_seq: Option<u64>,
     #[serde(flatten)]
     pub phase: JobPhase,
 }
@@ -163,6 +168,7 @@ mod tests {
             host: "h".into(),
             attempt: 1,
             at: Utc::now(),
+            job_seq: Some(4),
             phase: JobPhase::Failed { error: "boom".into(), permanent: true, observed: None },
         };
         let json: serde_json::Value = serde_json::to_value(&ev).unwrap();

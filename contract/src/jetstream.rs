@@ -132,7 +132,10 @@ pub async fn bind(js: &jetstream::Context, settings: &Settings) -> (stream::Stre
         match found {
             Ok(objects) => return objects,
             Err(error) if !warned => {
-                tracing::warn!(error, "the jobs stream, schedule stream or hosts bucket is missing; waiting for the api to create them");
+                tracing::warn!(
+                    error,
+                    "the jobs stream, schedule stream or hosts bucket is missing; waiting for the api to create them"
+                );
                 warned = true;
             }
             Err(_) => {}

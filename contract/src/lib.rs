@@ -14,6 +14,7 @@
 //! - [`process`], [`telemetry`]: signals, consumer loops and logging, done once for all services.
 
 pub mod connect;
+pub mod dead;
 pub mod event;
 pub mod ids;
 pub mod jetstream;

@@ -157,10 +157,11 @@ pub struct Clash(pub String, pub String, pub String);
 
 /// Every user of a deployment with these worker hosts.
 pub fn users(s: &Subjects, hosts: &[&str]) -> Result<Vec<User>, Clash> {
-    let mut users: Vec<User> = [("api", api(s)), ("scheduler", scheduler(s)), ("operator", operator(s)), ("readonly", readonly(s))]
-        .into_iter()
-        .map(|(name, permissions)| User { name: name.into(), password_env: password_env(name), permissions })
-        .collect();
+    let mut users: Vec<User> =
+        [("api", api(s)), ("scheduler", scheduler(s)), ("operator", operator(s)), ("readonly", readonly(s))]
+            .into_iter()
+            .map(|(name, permissions)| User { name: name.into(), password_env: password_env(name), permissions })
+            .collect();
     for host in hosts {
         let name = worker_user(host);
         let env = password_env(&name);

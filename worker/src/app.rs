@@ -63,6 +63,7 @@ impl Worker {
             ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
             retry: crate::retry::Policy::from_settings(&settings.worker),
             health,
+            deadlines: settings.api.deadlines.clone(),
         });
         // Announce before consuming, so the api can place servers here as
         // soon as `build` returns.

@@ -52,6 +52,10 @@ pub struct JobContext<E> {
     pub retry: crate::retry::Policy,
     /// Fetching pauses while the host is degraded (Docker unreachable).
     pub health: crate::health::Health,
+    /// A job published by hand carries no deadline: it gets its action's,
+    /// counted from when the message was stored, so a purge published for
+    /// a host that is away does not run days later.
+    pub deadlines: vsfleet_contract::settings::Deadlines,
 }
 
 /// Pulls only as many messages as there are free slots, so no message waits
@@ -120,8 +124,12 @@ pub async fn run<E: Execute>(
 }
 
 async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
-    let (stream_seq, attempt) = match message.info() {
-        Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
+    let (stream_seq, attempt, stored_at) = match message.info() {
+        Ok(info) => (
+            info.stream_sequence,
+            info.delivered.max(1) as u64,
+            DateTime::from_timestamp(info.published.unix_timestamp(), info.published.nanosecond()),
+        ),
         Err(error) => {
             tracing::error!(%error, "job message without JetStream info; terminated");
             let _ = message.ack_with(AckKind::Term).await;
@@ -163,8 +171,17 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
                 return;
             }
         };
-        let job = Job { ctx: &ctx, message: &message, job_id, server_id: request.server_id, action, attempt };
-        let ack = job.execute(request.spec.as_ref(), request.deadline).await;
+        let deadline = request.deadline.or_else(|| Some(stored_at.unwrap_or_else(Utc::now) + ctx.deadlines.of(action)));
+        let job = Job {
+            ctx: &ctx,
+            message: &message,
+            job_id,
+            job_seq: stream_seq,
+            server_id: request.server_id,
+            action,
+            attempt,
+        };
+        let ack = job.execute(request.spec.as_ref(), deadline).await;
         if let Err(error) = message.ack_with(ack).await {
             tracing::warn!(%error, ?ack, "acknowledging the job failed; it will be redelivered");
         }
@@ -177,6 +194,7 @@ struct Job<'a, E> {
     ctx: &'a JobContext<E>,
     message: &'a Message,
     job_id: JobId,
+    job_seq: u64,
     server_id: ServerId,
     action: Action,
     attempt: u64,
@@ -265,6 +283,7 @@ impl<E: Execute> Job<'_, E> {
                 host: self.ctx.host.clone(),
                 attempt: self.attempt,
                 at: Utc::now(),
+                job_seq: Some(self.job_seq),
                 phase,
             })
             .await

@@ -167,10 +167,56 @@ impl Containers {
                 }),
                 nano_cpus: spec.nano_cpus(),
                 memory: spec.memory_bytes(),
+                pids_limit: Some(self.settings.pids_limit),
                 ..self.confinement()
             }),
             ..Default::default()
         }
+    }
+
+    /// What of an existing container differs from what `container_body`
+    /// would build for `spec`: image, runtime, mounts and limits (none when
+    /// it matches).
+    pub async fn differences(&self, container: &str, id: ServerId, spec: &ServerSpec) -> Result<Vec<String>, OpError> {
+        let inspect = self.docker.inspect_container(container, None).await?;
+        let want = self.container_body(id, spec);
+        let want_host = want.host_config.unwrap_or_default();
+        let have_host = inspect.host_config.unwrap_or_default();
+        let have_image = inspect.config.and_then(|c| c.image);
+        // Docker shows "no limit" as 0 (or -1 for pids).
+        let limit = |v: Option<i64>| v.filter(|v| *v > 0);
+        let sorted = |v: Option<Vec<String>>| {
+            let mut v = v.unwrap_or_default();
+            v.sort();
+            v
+        };
+        let mut differ = Vec::new();
+        let mut check = |what: &str, same: bool, have: String, want: String| {
+            if !same {
+                differ.push(format!("{what}: {have} instead of {want}"));
+            }
+        };
+        check("image", have_image == want.image, format!("{have_image:?}"), format!("{:?}", want.image));
+        check(
+            "runtime",
+            have_host.runtime == want_host.runtime,
+            format!("{:?}", have_host.runtime),
+            format!("{:?}", want_host.runtime),
+        );
+        check(
+            "mounts",
+            sorted(have_host.binds.clone()) == sorted(want_host.binds.clone()),
+            format!("{:?}", have_host.binds),
+            format!("{:?}", want_host.binds),
+        );
+        for (what, have, want) in [
+            ("nano_cpus", have_host.nano_cpus, want_host.nano_cpus),
+            ("memory", have_host.memory, want_host.memory),
+            ("pids_limit", have_host.pids_limit, want_host.pids_limit),
+        ] {
+            check(what, limit(have) == limit(want), format!("{have:?}"), format!("{want:?}"));
+        }
+        Ok(differ)
     }
 
     fn confinement(&self) -> HostConfig {

@@ -50,6 +50,11 @@ pub struct Outcome {
 
 impl Operations {
     pub async fn run(&self, action: Action, id: ServerId, spec: Option<&ServerSpec>) -> Result<Outcome, OpError> {
+        // A job is outside input like any other: its spec gets the api's
+        // checks before any arithmetic or Docker call uses it.
+        if let Some(spec) = spec {
+            spec.validate().map_err(|e| OpError::Refused(format!("invalid spec: {e}")))?;
+        }
         let mut detail = None;
         match action {
             Action::Create => self.create(id, spec).await?,
@@ -83,7 +88,22 @@ impl Operations {
         let spec = spec.cloned().unwrap_or_default();
         self.prepare_dirs(id, &spec).await?;
         let container = match self.containers.find_ours(id).await? {
-            Some(found) => found.id,
+            Some(found) => {
+                // Kept only if it is what the spec describes: otherwise the
+                // API would show limits that Docker does not enforce.
+                let differences = self.containers.differences(&found.id, id, &spec).await?;
+                if differences.is_empty() {
+                    found.id
+                } else {
+                    tracing::warn!(
+                        container = found.id,
+                        ?differences,
+                        "existing container differs from the spec; replacing it (data untouched)"
+                    );
+                    self.containers.remove(&found.id).await?;
+                    self.containers.create(id, &spec).await?
+                }
+            }
             None => self.containers.create(id, &spec).await?,
         };
         self.containers.start(&container).await
@@ -219,8 +239,10 @@ impl Operations {
         if !self.root.data_exists(id) && has_archive {
             return Err(OpError::Refused(format!("server {id} is deleted (its data is archived); restore it first")));
         }
-        // A job published by hand carries no spec: use the one written at create.
+        // A job published by hand carries no spec: use the one written at
+        // create, checked like any input (the file is on disk, not trusted).
         let spec = spec.cloned().or_else(|| self.root.read_spec(id)).unwrap_or_default();
+        spec.validate().map_err(|e| OpError::Refused(format!("invalid spec in the spec file: {e}")))?;
         self.prepare_dirs(id, &spec).await?;
         tracing::info!("container missing; recreating it from the spec");
         self.containers.create(id, &spec).await

@@ -189,5 +189,6 @@ pub async fn hosts(State(state): State<AppState>, CurrentUser(user): CurrentUser
             })
         })
         .collect();
-    ok(StatusCode::OK, json!({ "hosts": list }))
+    // Messages from NATS that failed the api's checks, by kind (in the dead letters).
+    ok(StatusCode::OK, json!({ "hosts": list, "rejected_messages": state.inbound.counts() }))
 }
