@@ -47,7 +47,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     // The worker's own NATS user, as a real worker runs with.
     let (worker_nats, _) = app.connect_as(&vsfleet_contract::permissions::worker_user(&host)).await;
     let worker_js = async_nats::jetstream::new(worker_nats);
-    let (jobs, _, _) = vsfleet_contract::jetstream::bind(&worker_js, &settings).await;
+    let (jobs, _, _) = vsfleet_contract::jetstream::bind(&worker_js, &settings).await?;
     let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
     let subjects = settings.subjects();
     let ctx = Arc::new(JobContext {

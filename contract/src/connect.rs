@@ -129,6 +129,16 @@ async fn options(
     auth: NatsAuth<'_>,
 ) -> Result<async_nats::ConnectOptions, ConnectError> {
     let mut options = async_nats::ConnectOptions::new()
+        .event_callback(|event| async move {
+            match event {
+                // A missing permission shows only here: the operation itself times out.
+                async_nats::Event::ServerError(error) => tracing::error!(
+                    %error,
+                    "NATS refused an operation; this service's user may lack a permission (nats/auth.conf, nats/README.md)"
+                ),
+                other => tracing::info!(event = %other, "NATS connection"),
+            }
+        })
         .name(role.name())
         .custom_inbox_prefix(role.inbox_prefix(&settings.subjects()))
         .max_reconnects(None)

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::settings::Settings;
@@ -116,32 +118,67 @@ pub struct Objects {
 }
 
 /// The objects a worker uses, created by the api: a worker may not create
-/// or change streams (`nats/auth.conf`). Waits, saying so, until the api
-/// has created them.
-pub async fn bind(js: &jetstream::Context, settings: &Settings) -> (stream::Stream, stream::Stream, kv::Store) {
+/// or change streams (`nats/auth.conf`). Waits, saying so, while the api
+/// has not created them yet; gives up on any other failure (no answer at
+/// all usually means a permission is missing: nats-server then logs, and
+/// the client reports, a permissions violation).
+pub async fn bind(
+    js: &jetstream::Context,
+    settings: &Settings,
+) -> Result<(stream::Stream, stream::Stream, kv::Store), BindError> {
     let subjects = settings.subjects();
-    let mut warned = false;
+    let names = [subjects.jobs_stream(), subjects.schedule_stream(), format!("KV_{}", subjects.hosts_bucket())];
+    let (mut warned, mut failures) = (false, 0);
     loop {
-        let found = async {
-            let jobs = js.get_stream(subjects.jobs_stream()).await.map_err(|e| e.to_string())?;
-            let schedule = js.get_stream(subjects.schedule_stream()).await.map_err(|e| e.to_string())?;
-            let hosts = js.get_key_value(subjects.hosts_bucket()).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((jobs, schedule, hosts))
+        let mut found = Vec::new();
+        let mut missing = None;
+        for name in &names {
+            match js.get_stream(name).await {
+                Ok(stream) => found.push(stream),
+                Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    missing = Some(name.clone());
+                    break;
+                }
+                Err(source) => {
+                    failures += 1;
+                    if failures >= 2 {
+                        return Err(BindError { name: name.clone(), source });
+                    }
+                    missing = Some(name.clone());
+                    break;
+                }
+            }
         }
-        .await;
-        match found {
-            Ok(objects) => return objects,
-            Err(error) if !warned => {
-                tracing::warn!(
-                    error,
-                    "the jobs stream, schedule stream or hosts bucket is missing; waiting for the api to create them"
-                );
+        match missing {
+            None => {
+                let hosts = js.get_key_value(subjects.hosts_bucket()).await.map_err(|e| BindError {
+                    name: subjects.hosts_bucket(),
+                    source: jetstream::context::GetStreamError::with_source(GetStreamErrorKind::Request, e),
+                })?;
+                let mut found = found.into_iter();
+                let (jobs, schedule) = (found.next().expect("found"), found.next().expect("found"));
+                return Ok((jobs, schedule, hosts));
+            }
+            Some(name) if !warned => {
+                tracing::warn!(stream = name, "waiting for the api to create the streams and the hosts bucket");
                 warned = true;
             }
-            Err(_) => {}
+            Some(_) => {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot read {name} from JetStream: {source}. If NATS reported a permissions violation, \
+     nats.user is not this service's user (the worker of host H is worker-H: nats/README.md)"
+)]
+pub struct BindError {
+    pub name: String,
+    #[source]
+    pub source: jetstream::context::GetStreamError,
 }
 
 /// Creates what is missing and returns handles to all of it.

@@ -90,6 +90,9 @@ pub fn worker(s: &Subjects, host: &str) -> Permissions {
             format!("$JS.API.CONSUMER.CREATE.{schedule}.{sync}.{}", s.schedule(Periodic::Sync)),
             format!("$JS.API.CONSUMER.MSG.NEXT.{schedule}.{sync}"),
             format!("$JS.ACK.{schedule}.{sync}.>"),
+            // How far the api has read: a job published by hand is acknowledged
+            // only once the api has recorded it (worker/src/report.rs).
+            format!("$JS.API.CONSUMER.INFO.{}.{}", s.events_stream(), s.api_events_consumer()),
         ],
         subscribe: vec![format!("_INBOX.{p}.worker.{host}.>"), s.kill(host)],
         allow_responses: true,

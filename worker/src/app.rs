@@ -43,7 +43,7 @@ impl Worker {
         let role = vsfleet_contract::connect::Role::Worker(&settings.worker.host_id);
         let nats = vsfleet_contract::connect::connect(&settings, role).await?;
         let js = jetstream::new(nats.clone());
-        let (jobs, schedule, hosts) = vsfleet_contract::jetstream::bind(&js, &settings).await;
+        let (jobs, schedule, hosts) = vsfleet_contract::jetstream::bind(&js, &settings).await?;
         let consumer = consumer::consumer(&jobs, &settings).await.context("creating this host's jobs consumer")?;
         let sync = inventory::consumer(&schedule, &settings).await?;
         let subjects = settings.subjects();

@@ -177,6 +177,7 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
             message: &message,
             job_id,
             job_seq: stream_seq,
+            by_hand: request.job_id.is_none(),
             server_id: request.server_id,
             action,
             attempt,
@@ -190,11 +191,17 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
     .await
 }
 
+/// How long a hand-published job waits for the api to record its outcome
+/// before it is handed back (and run again, converging, later).
+const HAND_JOB_RECORD_WAIT: Duration = Duration::from_secs(15);
+
 struct Job<'a, E> {
     ctx: &'a JobContext<E>,
     message: &'a Message,
     job_id: JobId,
     job_seq: u64,
+    /// Published by hand (the api always names its jobs): see [`Reporter::wait_seen_by_api`].
+    by_hand: bool,
     server_id: ServerId,
     action: Action,
     attempt: u64,
@@ -261,11 +268,20 @@ impl<E: Execute> Job<'_, E> {
         let failed = matches!(phase, JobPhase::Failed { .. });
         // The lock is still held: the outcome is reported before another
         // job for this server can start.
-        if let Err(error) = self.report(phase).await {
-            tracing::warn!(error = format!("{error:#}"), "cannot report the outcome; the job will run again");
+        let reported = match self.report(phase).await {
+            Ok(seq) => seq,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "cannot report the outcome; the job will run again");
+                return AckKind::Nak(Some(self.backoff()));
+            }
+        };
+        drop(lock);
+        if self.by_hand && !self.ctx.reporter.wait_seen_by_api(reported, HAND_JOB_RECORD_WAIT).await {
+            tracing::warn!(
+                "the api has not recorded this hand-published job yet; handed back so its message stays for the api to check"
+            );
             return AckKind::Nak(Some(self.backoff()));
         }
-        drop(lock);
         match exhausted {
             Some(error) => self.ctx.dead.bury(self.message, self.action.as_str(), &error).await,
             None if failed => AckKind::Term,
@@ -273,7 +289,7 @@ impl<E: Execute> Job<'_, E> {
         }
     }
 
-    async fn report(&self, phase: JobPhase) -> Result<(), crate::publish::PublishError> {
+    async fn report(&self, phase: JobPhase) -> Result<u64, crate::publish::PublishError> {
         self.ctx
             .reporter
             .send(&JobEvent {

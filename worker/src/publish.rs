@@ -16,13 +16,13 @@ pub enum PublishError {
 }
 
 /// Publishes `body` as JSON with `msg_id` (JetStream drops a repeat of it)
-/// and waits for the acknowledgement.
+/// and waits for the acknowledgement; returns the message's stream sequence.
 pub async fn json<T: Serialize>(
     js: &jetstream::Context,
     subject: String,
     msg_id: &str,
     body: &T,
-) -> Result<(), PublishError> {
+) -> Result<u64, PublishError> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
     let payload = serde_json::to_vec(body).expect("reports serialise");
@@ -32,6 +32,6 @@ pub async fn json<T: Serialize>(
     };
     match tokio::time::timeout(TIMEOUT, publish).await {
         Err(_) => Err(PublishError::Timeout(TIMEOUT)),
-        Ok(result) => result.map(drop).map_err(Into::into),
+        Ok(result) => result.map(|ack| ack.sequence).map_err(Into::into),
     }
 }

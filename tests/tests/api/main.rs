@@ -17,3 +17,4 @@ mod lifecycle;
 mod monitor;
 mod outage;
 mod schedule;
+mod trust;
