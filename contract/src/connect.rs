@@ -112,6 +112,11 @@ pub async fn connect(settings: &Settings, role: Role<'_>) -> Result<async_nats::
                     return Err(ConnectError::Refused { url: url.to_owned(), setting: auth.setting(), source });
                 }
                 ConnectErrorKind::Tls => return Err(ConnectError::Tls { url: url.to_owned(), source }),
+                // A handshake the client refused (an unverifiable certificate)
+                // comes back as I/O: retrying cannot help.
+                ConnectErrorKind::Io if is_invalid_data(&source) => {
+                    return Err(ConnectError::Tls { url: url.to_owned(), source });
+                }
                 ConnectErrorKind::ServerParse => return Err(ConnectError::Address { url: url.to_owned(), source }),
                 _ => {
                     tracing::warn!(url, error = %source, retry_in = ?delay, "NATS is not reachable yet");
@@ -169,6 +174,19 @@ async fn options(
         }
     }
     Ok(options)
+}
+
+/// An I/O error of kind `InvalidData` in the chain: what rustls reports for
+/// a certificate it cannot verify.
+fn is_invalid_data(error: &async_nats::ConnectError) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Reads a file named by a setting, so a missing one is reported by its key.

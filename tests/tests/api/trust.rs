@@ -299,3 +299,99 @@ async fn a_container_that_differs_from_its_spec_is_replaced_and_its_data_kept() 
     assert_eq!(std::fs::read_to_string(data.join("keep.txt")).unwrap(), "user data");
     app.teardown().await;
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=vsfleet test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test]
+async fn services_connect_over_tls_and_refuse_a_server_they_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let prefix = format!("tls{}", std::process::id());
+    let users =
+        vsfleet_contract::permissions::users(&vsfleet_contract::Subjects::new(&prefix).unwrap(), &["h1"]).unwrap();
+    let config = dir.path().join("nats-tls.conf");
+    let tls = format!(
+        "tls {{\n    cert_file: {:?}\n    key_file: {:?}\n}}\n",
+        dir.path().join("server.pem"),
+        dir.path().join("server.key")
+    );
+    std::fs::write(&config, tls + &vsfleet_contract::permissions::render(&users)).unwrap();
+    let env = users.iter().map(|u| (u.password_env.clone(), "secret".to_owned())).collect();
+    let server = vsfleet_tests::nats_server::NatsServer::start_with(&dir.path().join("nats"), Some((config, env)));
+
+    let mut settings = Settings::default();
+    settings.nats.url = server.url().to_owned();
+    settings.nats.prefix = prefix;
+    settings.nats.user = Some("api".into());
+    settings.nats.password = Some("secret".into());
+    settings.nats.tls.ca_file = Some(dir.path().join("ca.pem"));
+    settings.validate().unwrap();
+    let role = vsfleet_contract::connect::Role::Api;
+    let client = vsfleet_contract::connect::connect(&settings, role).await.expect("connects over TLS");
+    client.flush().await.unwrap();
+
+    // Without the CA the server's certificate cannot be verified: a clear refusal, not a hang.
+    settings.nats.tls.ca_file = None;
+    settings.nats.url = settings.nats.url.replace("nats://", "tls://");
+    let error = tokio::time::timeout(WAIT, vsfleet_contract::connect::connect(&settings, role))
+        .await
+        .expect("answers in time")
+        .err()
+        .expect("an unverifiable server is refused");
+    assert!(error.to_string().contains("TLS to NATS"), "{error}");
+    // A missing CA file is named by its setting.
+    settings.nats.tls.ca_file = Some(dir.path().join("missing.pem"));
+    let error = vsfleet_contract::connect::connect(&settings, role).await.err().expect("refused");
+    assert!(error.to_string().contains("nats.tls.ca_file"), "{error}");
+}
