@@ -94,7 +94,9 @@ async fn each_role_reaches_only_what_it_needs() {
     let (p, a, b) = (app.prefix().to_owned(), app.host().to_owned(), app.other_host.clone());
 
     let (worker_a, errors) = app.connect_as(&worker_user(&a)).await;
-    let js = jetstream::new(worker_a.clone());
+    let mut js = jetstream::new(worker_a.clone());
+    // A refused request is never answered: fail fast.
+    js.set_timeout(Duration::from_secs(2));
     let jobs = js.get_stream(format!("{p}_jobs")).await.expect("a worker reads its jobs stream's info");
     // Host B's jobs: neither its consumer nor a consumer of B's subjects.
     assert!(jobs.get_consumer::<jetstream::consumer::pull::Config>(&format!("worker-{b}")).await.is_err());
