@@ -53,11 +53,11 @@ async fn nats_refuses_anonymous_wrong_and_foreign_credentials_and_the_services_s
     let mut app = spawn_app().await;
     let url = app.nats_server.url().to_owned();
 
-    let anonymous = async_nats::connect(&url).await.err().expect("an anonymous connection is refused");
+    let anonymous = async_nats::connect(&url).await.expect_err("an anonymous connection is refused");
     assert_eq!(anonymous.kind(), async_nats::ConnectErrorKind::AuthorizationViolation);
     let wrong = async_nats::ConnectOptions::with_user_and_password("api".into(), "wrong".into()).connect(&url).await;
     assert_eq!(
-        wrong.err().expect("a wrong password is refused").kind(),
+        wrong.expect_err("a wrong password is refused").kind(),
         async_nats::ConnectErrorKind::AuthorizationViolation
     );
 
@@ -389,11 +389,10 @@ async fn services_connect_over_tls_and_refuse_a_server_they_cannot_verify() {
     let error = tokio::time::timeout(WAIT, vsfleet_contract::connect::connect(&settings, role))
         .await
         .expect("answers in time")
-        .err()
-        .expect("an unverifiable server is refused");
+        .expect_err("an unverifiable server is refused");
     assert!(error.to_string().contains("TLS to NATS"), "{error}");
     // A missing CA file is named by its setting.
     settings.nats.tls.ca_file = Some(dir.path().join("missing.pem"));
-    let error = vsfleet_contract::connect::connect(&settings, role).await.err().expect("refused");
+    let error = vsfleet_contract::connect::connect(&settings, role).await.expect_err("refused");
     assert!(error.to_string().contains("nats.tls.ca_file"), "{error}");
 }
