@@ -275,6 +275,13 @@ mod tests {
         }
     }
 
+    /// A success after which nothing of the server is left on the host.
+    fn nothing_left() -> JobPhase {
+        let observed =
+            Observation { container: ContainerState::Absent, container_id: None, data_exists: false, archived: false };
+        JobPhase::Succeeded { observed, detail: None }
+    }
+
     async fn record_all(db: &Db, events: &[JobEvent]) -> Vec<(usize, Rejection)> {
         record_with(db, events, &HashSet::new()).await
     }
@@ -345,15 +352,7 @@ mod tests {
         let delete = queued_job(&db, server, Action::Delete).await;
         let purge = JobId::new(); // never requested through the api
         let cleanup = JobId::new();
-        let nothing_left = JobPhase::Succeeded {
-            observed: Observation {
-                container: ContainerState::Absent,
-                container_id: None,
-                data_exists: false,
-                archived: false,
-            },
-            detail: None,
-        };
+        let nothing_left = nothing_left();
         let events = [
             event(delete, server, Action::Delete, succeeded(ContainerState::Absent)),
             event(purge, server, Action::Purge, JobPhase::Started),
@@ -377,15 +376,7 @@ mod tests {
         let (_dir, db) = scratch().await;
         let server = scratch_server(&db, "running").await;
         let stop = queued_job(&db, server, Action::Stop).await;
-        let gone = JobPhase::Succeeded {
-            observed: Observation {
-                container: ContainerState::Absent,
-                container_id: None,
-                data_exists: false,
-                archived: false,
-            },
-            detail: None,
-        };
+        let gone = nothing_left();
         let mut foreign = event(stop, server, Action::Stop, succeeded(ContainerState::Stopped));
         foreign.host = "h2".into();
         let events = [
