@@ -10,33 +10,36 @@ pub const PLACEHOLDER: &str = "<path>";
 
 /// `text` with every absolute path replaced by [`PLACEHOLDER`]. A path is a
 /// `/` at the start of the text or after a space, quote, bracket, `=`,
-/// `:` or `,`, followed by anything up to the next space, quote, bracket
-/// or comma (`1/2` and `a/b` are left alone).
+/// `:` or `,`, followed by anything up to the next space, quote, bracket,
+/// comma, or a `:` that ends the path (`/a/b: denied`). `1/2`, `a/b` and
+/// URLs are left alone.
 pub fn paths(text: &str) -> Cow<'_, str> {
     if !text.contains('/') {
         return Cow::Borrowed(text);
     }
     let starts_after = |c: char| c.is_whitespace() || "\"'`([{<=:,".contains(c);
-    let ends_at = |c: char| c.is_whitespace() || "\"'`)]}>,;".contains(c);
+    let ends_at = |c: char, next: Option<char>| {
+        c.is_whitespace() || "\"'`)]}>,;".contains(c) || (c == ':' && next.is_none_or(char::is_whitespace))
+    };
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut previous: Option<char> = None;
-    let mut chars = text.char_indices().peekable();
     let mut changed = false;
-    while let Some((_, c)) = chars.next() {
-        let at_path = c == '/' && previous.is_none_or(starts_after);
+    let mut i = 0;
+    while i < chars.len() {
+        let (c, previous, next) = (chars[i], i.checked_sub(1).map(|p| chars[p]), chars.get(i + 1).copied());
         // "://" in a URL is not a path.
-        let url = previous == Some(':') && chars.peek().is_some_and(|(_, n)| *n == '/');
-        if at_path && !url {
-            while chars.peek().is_some_and(|(_, n)| !ends_at(*n)) {
-                chars.next();
+        let url = previous == Some(':') && next == Some('/');
+        if c == '/' && previous.is_none_or(starts_after) && !url {
+            i += 1;
+            while i < chars.len() && !ends_at(chars[i], chars.get(i + 1).copied()) {
+                i += 1;
             }
             out.push_str(PLACEHOLDER);
             changed = true;
-            previous = Some('>');
             continue;
         }
         out.push(c);
-        previous = Some(c);
+        i += 1;
     }
     if changed { Cow::Owned(out) } else { Cow::Borrowed(text) }
 }
@@ -64,6 +67,7 @@ mod tests {
         assert_eq!(paths(r#"moving "/a/b" to "/a/c""#), r#"moving "<path>" to "<path>""#);
         assert_eq!(paths("path=/tmp/x, retry"), "path=<path>, retry");
         assert_eq!(paths("(/data/1)"), "(<path>)");
+        assert_eq!(paths("open /a:b/c: gone"), "open <path>: gone");
         for kept in ["gave up after 5 attempts", "1/2 done", "a/b", "see http://example.test/x"] {
             assert!(matches!(paths(kept), Cow::Borrowed(_)), "{kept:?} was changed");
         }

@@ -39,7 +39,7 @@ async fn a_server_without_limits_gets_the_defaults_and_limits_above_the_maxima_a
         (json!({ "name": "per daug", "cpus": 0.001 }), "cpus"),
         (json!({ "name": "per daug", "memory_mb": 16385 }), "memory_mb"),
         (json!({ "name": "per daug", "memory_mb": 5 }), "memory_mb"),
-        (json!({ "name": "per daug", "cpus": 2, "memory_mb": 1 << 40 }), "memory_mb"),
+        (json!({ "name": "per daug", "cpus": 2, "memory_mb": 1_u64 << 40 }), "memory_mb"),
     ] {
         let (status, answer) = app.post("/v1/servers", body.clone()).await;
         assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{body}: {answer}");
