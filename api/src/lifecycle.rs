@@ -76,7 +76,12 @@ impl Note {
 
 /// Records a request refused before it reached a transaction, and returns
 /// the refusal. A failure to record is logged, never the client's answer.
+/// Internal errors are not refusals and are not logged here (the server log
+/// has them).
 async fn refuse<T>(state: &AppState, note: &Note, error: ApiError) -> Result<T, ApiError> {
+    if matches!(error, ApiError::Internal(_)) {
+        return Err(error);
+    }
     let entry = note.refused(&error);
     if let Err(e) = state.writer.write(move |conn| activity::record(conn, &entry)).await {
         tracing::warn!(error = format!("{e:#}"), "recording a refused request in the activity log failed");
