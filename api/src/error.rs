@@ -91,6 +91,18 @@ impl ApiError {
         ApiError::Invalid { code, message: message.to_string(), field: Some(field) }
     }
 
+    /// The error as `user` may read it: a 503's message can carry a
+    /// worker's or Docker's words (a socket path, a data directory), which
+    /// users who are not admins read without host paths.
+    pub fn for_viewer(self, user: &crate::users::User) -> Self {
+        match self {
+            ApiError::Unavailable { code, message } if !user.is_admin => {
+                ApiError::Unavailable { code, message: crate::redact::paths(&message).into_owned() }
+            }
+            other => other,
+        }
+    }
+
     /// How a refusal reads in the activity log: `refused: <code>`.
     pub fn as_refusal(&self) -> String {
         format!("refused: {}", self.code())
@@ -129,5 +141,23 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::User;
+
+    #[test]
+    fn users_read_a_503_without_host_paths_and_admins_whole() {
+        let unavailable = || ApiError::Unavailable {
+            code: "no_host_available",
+            message: "h1 is degraded (connecting to /var/run/docker.sock: No such file)".into(),
+        };
+        let user = User { id: 2, email: "u@example.test".into(), is_admin: false };
+        let admin = User { is_admin: true, ..user.clone() };
+        assert_eq!(unavailable().for_viewer(&user).to_string(), "h1 is degraded (connecting to <path>: No such file)");
+        assert_eq!(unavailable().for_viewer(&admin).to_string(), unavailable().to_string());
     }
 }

@@ -160,7 +160,7 @@ pub async fn create(
     }
     let host = match place(state).await {
         Ok(host) => host,
-        Err(e) => return refuse(state, &note, e).await,
+        Err(e) => return refuse(state, &note, e.for_viewer(user)).await,
     };
 
     let (owner, origin, job_id) = (user.id, Actor::User(user).origin(), JobId::new());
@@ -309,7 +309,7 @@ pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<J
 /// directly over NATS; the server's row follows unless a job is in flight,
 /// which records its own outcome.
 pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
-    let outcome = kill(state, user, server_id).await;
+    let outcome = kill(state, user, server_id).await.map_err(|e| e.for_viewer(user));
     let note = Note::new(Actor::User(user), "force_stop", Some(server_id));
     let entry = match &outcome {
         Ok(server) => note.done(server.owner_id, note.target.clone(), "succeeded", format!("now {}", server.status)),
