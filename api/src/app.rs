@@ -111,10 +111,8 @@ impl Application {
         ];
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let stop = shutdown.clone();
-        axum::serve(listener, http::router(state.clone()))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .context("http server")?;
+        let limits = http::serve::Limits::from_settings(&state.settings.api);
+        http::serve::serve(listener, http::router(state.clone()), limits, stop).await.context("http server")?;
         shutdown.cancel();
         for task in background {
             let _ = task.await;

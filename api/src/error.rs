@@ -3,7 +3,8 @@
 //! with an opaque 500, never with their text.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use vsfleet_contract::{JobId, ServerStatus};
@@ -13,12 +14,24 @@ pub enum ApiError {
     /// 400: a request the server cannot read (bad JSON, bad id in the path).
     #[error("{0}")]
     BadRequest(String),
-    /// 422: a well-formed request with a value that is not allowed.
+    /// 422: a well-formed request with a value that is not allowed, or
+    /// past a limit; `field` names the request field at fault when one is.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
-    /// 401: no token, or a token nobody holds.
+    Invalid { code: &'static str, message: String, field: Option<&'static str> },
+    /// 401: no token, a token nobody holds, a revoked token or a disabled
+    /// user's. Answered with `WWW-Authenticate: Bearer`.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// 409: the request conflicts with what exists (an email taken, an
+    /// admin disabling themself).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 405: the path exists, the method does not.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// 413: a body over the limit.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     /// 404: no such thing, or it belongs to someone else.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -40,8 +53,12 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::Invalid { code, .. } | ApiError::Unavailable { code, .. } => code,
+            ApiError::Invalid { code, .. } | ApiError::Unavailable { code, .. } | ApiError::Conflict { code, .. } => {
+                code
+            }
             ApiError::Unauthorized => "unauthorized",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidTransition { .. } => "invalid_transition",
             ApiError::JobInFlight(_) => "job_in_flight",
@@ -55,14 +72,40 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::InvalidTransition { .. } | ApiError::JobInFlight(_) => StatusCode::CONFLICT,
+            ApiError::InvalidTransition { .. } | ApiError::JobInFlight(_) | ApiError::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn invalid(code: &'static str, message: impl ToString) -> Self {
-        ApiError::Invalid { code, message: message.to_string() }
+        ApiError::Invalid { code, message: message.to_string(), field: None }
+    }
+
+    /// A 422 naming the request field at fault.
+    pub fn invalid_field(code: &'static str, field: &'static str, message: impl ToString) -> Self {
+        ApiError::Invalid { code, message: message.to_string(), field: Some(field) }
+    }
+
+    /// The error as `user` may read it: a 503's message can carry a
+    /// worker's or Docker's words (a socket path, a data directory), which
+    /// users who are not admins read without host paths.
+    pub fn for_viewer(self, user: &crate::users::User) -> Self {
+        match self {
+            ApiError::Unavailable { code, message } if !user.is_admin => {
+                ApiError::Unavailable { code, message: crate::redact::paths(&message).into_owned() }
+            }
+            other => other,
+        }
+    }
+
+    /// How a refusal reads in the activity log: `refused: <code>`.
+    pub fn as_refusal(&self) -> String {
+        format!("refused: {}", self.code())
     }
 }
 
@@ -88,9 +131,33 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut body = json!({ "error": { "code": self.code(), "message": message } });
-        if let ApiError::JobInFlight(job) = &self {
-            body["error"]["job_id"] = json!(job);
+        match &self {
+            ApiError::JobInFlight(job) => body["error"]["job_id"] = json!(job),
+            ApiError::Invalid { field: Some(field), .. } => body["error"]["field"] = json!(field),
+            _ => {}
         }
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::User;
+
+    #[test]
+    fn users_read_a_503_without_host_paths_and_admins_whole() {
+        let unavailable = || ApiError::Unavailable {
+            code: "no_host_available",
+            message: "h1 is degraded (connecting to /var/run/docker.sock: No such file)".into(),
+        };
+        let user = User { id: 2, email: "u@example.test".into(), is_admin: false };
+        let admin = User { is_admin: true, ..user.clone() };
+        assert_eq!(unavailable().for_viewer(&user).to_string(), "h1 is degraded (connecting to <path>: No such file)");
+        assert_eq!(unavailable().for_viewer(&admin).to_string(), unavailable().to_string());
     }
 }

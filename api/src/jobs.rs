@@ -30,6 +30,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job as `user` may read it: without host paths in `error` unless
+    /// they are an admin.
+    pub fn for_viewer(mut self, user: &crate::users::User) -> Self {
+        if !user.is_admin {
+            crate::redact::optional(&mut self.error);
+        }
+        self
+    }
+
     pub fn job_id(&self) -> JobId {
         self.id.parse().expect("job ids are written as uuids")
     }

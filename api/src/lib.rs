@@ -1,7 +1,7 @@
 //! The vsfleet api: the HTTP API, the only service that opens the database.
 //!
 //! - [`app`]: builds and runs everything below from [`Settings`](vsfleet_contract::Settings).
-//! - [`http`]: routes, extractors and handlers (thin).
+//! - [`http`]: routes, extractors and handlers (thin), and the connection loop with its timeouts.
 //! - [`lifecycle`]: the rules: ownership, state checks, job row plus state change in one transaction.
 //! - [`dispatch`]: publishing jobs to JetStream and the outbox that republishes unacknowledged ones.
 //! - [`inbound`]: the checks of every message heard from NATS; what fails them goes to the dead letters.
@@ -12,9 +12,14 @@
 //! - [`schedule`]: the api's periodic jobs: stale-row cleanup and auto-purge.
 //! - [`monitor`]: the containers inside each running server.
 //! - [`hosts`]: which worker hosts are alive.
+//! - [`accounts`]: the rules of users and tokens (who may create, revoke, disable what).
+//! - [`activity`]: the activity log: who did what to what, when, and how it ended.
+//! - [`redact`]: host paths out of what tenants read.
 //! - [`db`], [`servers`], [`jobs`], [`users`]: the database and its rows.
 //! - [`error`]: the one HTTP error type.
 
+pub mod accounts;
+pub mod activity;
 pub mod app;
 pub mod db;
 pub mod dispatch;
@@ -28,6 +33,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod monitor;
 pub mod reconcile;
+pub mod redact;
 pub mod schedule;
 pub mod servers;
 pub mod users;

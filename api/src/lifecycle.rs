@@ -6,6 +6,7 @@ use async_nats::connection::State as NatsState;
 use chrono::{DateTime, Utc};
 use vsfleet_contract::{Action, JobId, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
 
+use crate::activity::{self, Entry};
 use crate::app::AppState;
 use crate::db::begin_write;
 use crate::error::ApiError;
@@ -36,6 +37,56 @@ impl Actor<'_> {
             Actor::Scheduler => None,
         }
     }
+
+    /// How the activity log names the actor.
+    fn name(self) -> String {
+        match self {
+            Actor::User(user) => user.email.clone(),
+            Actor::Scheduler => "scheduler".to_owned(),
+        }
+    }
+}
+
+/// What the activity log says of a request: accepted changes belong to the
+/// server's owner (who then sees what an admin did to their server),
+/// refusals to the one refused (a refusal may concern a server they cannot see).
+#[derive(Debug, Clone)]
+struct Note {
+    actor: String,
+    actor_id: Option<i64>,
+    action: &'static str,
+    target: String,
+}
+
+impl Note {
+    fn new(actor: Actor<'_>, action: &'static str, server: Option<i64>) -> Self {
+        let target = server.map_or_else(|| "server:new".to_owned(), |id| format!("server:{id}"));
+        Self { actor: actor.name(), actor_id: actor.user_id(), action, target }
+    }
+
+    fn done(&self, owner: i64, target: String, result: &str, detail: String) -> Entry {
+        Entry::new(Some(owner), self.actor.clone(), self.action, target, result).with_detail(detail)
+    }
+
+    fn refused(&self, error: &ApiError) -> Entry {
+        Entry::new(self.actor_id, self.actor.clone(), self.action, self.target.clone(), error.as_refusal())
+            .with_detail(error.to_string())
+    }
+}
+
+/// Records a request refused before it reached a transaction, and returns
+/// the refusal. A failure to record is logged, never the client's answer.
+/// Internal errors are not refusals and are not logged here (the server log
+/// has them).
+async fn refuse<T>(state: &AppState, note: &Note, error: ApiError) -> Result<T, ApiError> {
+    if matches!(error, ApiError::Internal(_)) {
+        return Err(error);
+    }
+    let entry = note.refused(&error);
+    if let Err(e) = state.writer.write(move |conn| activity::record(conn, &entry)).await {
+        tracing::warn!(error = format!("{e:#}"), "recording a refused request in the activity log failed");
+    }
+    Err(error)
 }
 
 /// Refuses before anything is written when the broker is unreachable: the
@@ -80,18 +131,56 @@ async fn place(state: &AppState) -> Result<String, ApiError> {
     })
 }
 
-pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec) -> Result<(Server, Job), ApiError> {
-    let name = ServerName::parse(name).map_err(|e| ApiError::invalid("invalid_name", e))?;
-    spec.validate().map_err(|e| ApiError::invalid("invalid_spec", e))?;
-    ensure_broker(state)?;
-    let host = place(state).await?;
+/// Creates a server: the name, the limits (the configured defaults for
+/// those not given, within the configured maxima) and, for a user who is
+/// not an admin, the number of live servers they have are checked; the
+/// last in the transaction of the insert, so racing creates cannot both
+/// pass it.
+pub async fn create(
+    state: &AppState,
+    user: &User,
+    name: &str,
+    requested: ServerSpec,
+) -> Result<(Server, Job), ApiError> {
+    let note = Note::new(Actor::User(user), "create", None);
+    let name = match ServerName::parse(name) {
+        Ok(name) => name,
+        Err(e) => return refuse(state, &note, ApiError::invalid_field("invalid_name", "name", e)).await,
+    };
+    let api = &state.settings.api;
+    let spec = ServerSpec {
+        cpus: requested.cpus.or(Some(api.default_cpus)),
+        memory_mb: requested.memory_mb.or(Some(api.default_memory_mb)),
+    };
+    if let Err(e) = spec.validate_within(api.max_cpus, api.max_memory_mb) {
+        return refuse(state, &note, ApiError::invalid_field("invalid_spec", e.field(), e)).await;
+    }
+    if let Err(e) = ensure_broker(state) {
+        return refuse(state, &note, e).await;
+    }
+    let host = match place(state).await {
+        Ok(host) => host,
+        Err(e) => return refuse(state, &note, e.for_viewer(user)).await,
+    };
 
     let (owner, origin, job_id) = (user.id, Actor::User(user).origin(), JobId::new());
-    let limit = state.settings.api.deadlines.of(Action::Create);
+    let max_servers = (!user.is_admin).then_some(i64::from(api.max_servers_per_user));
+    let limit = api.deadlines.of(Action::Create);
     let placed = host.clone();
-    let (server, job) = state
+    let accepted = state
         .writer
         .write(move |conn| {
+            if let Some(max) = max_servers
+                && servers::live_count_now(conn, owner)? >= max
+            {
+                let refused = ApiError::invalid_field(
+                    "limit_reached",
+                    "servers",
+                    format!("a user may have {max} servers that are not deleted; delete one first"),
+                );
+                activity::record(conn, &note.refused(&refused))?;
+                return Ok(Err(refused));
+            }
             let created_at = Utc::now();
             let new = NewServer { owner_id: owner, name: name.as_str(), host: &placed, spec: &spec };
             let server = servers::insert_now(conn, &new)?;
@@ -107,9 +196,12 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
                 created_at,
             };
             let job = jobs::insert_queued(conn, &job)?;
-            Ok((server, job))
+            let target = format!("server:{}", server.id);
+            activity::record(conn, &note.done(owner, target, "accepted", format!("job {}", job.id)))?;
+            Ok(Ok((server, job)))
         })
         .await?;
+    let (server, job) = accepted?;
     tracing::info!(server_id = server.id, job_id = %job.id, host, "server accepted for creation");
     publish(state, &job).await;
     Ok((server, job))
@@ -121,7 +213,10 @@ pub async fn create(state: &AppState, user: &User, name: &str, spec: ServerSpec)
 /// the request needs no read of its own (each sqlx read is a hand-off to a
 /// connection thread and back).
 pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
-    ensure_broker(state)?;
+    let note = Note::new(actor, action.as_str(), Some(server_id));
+    if let Err(e) = ensure_broker(state) {
+        return refuse(state, &note, e).await;
+    }
     let viewer = match actor {
         Actor::User(user) => Some((user.id, user.is_admin)),
         Actor::Scheduler => None,
@@ -131,12 +226,17 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
     let accepted = state
         .writer
         .write(move |conn| {
+            let refuse = |refused: ApiError| -> rusqlite::Result<Result<Job, ApiError>> {
+                activity::record(conn, &note.refused(&refused))?;
+                Ok(Err(refused))
+            };
             let Some(found) = servers::checked_now(conn, server_id)? else {
-                return Ok(Err(ApiError::NotFound("server")));
+                return refuse(ApiError::NotFound("server"));
             };
             if let Err(refused) = check(&found, viewer, action) {
-                return Ok(Err(refused));
+                return refuse(refused);
             }
+            let owner = found.owner_id;
             let id = JobId::new();
             // Start and restart may rebuild the container, so they carry the spec.
             let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
@@ -158,6 +258,7 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
             if let Some(status) = action.in_flight_status() {
                 servers::set_status_now(conn, server_id, status)?;
             }
+            activity::record(conn, &note.done(owner, note.target.clone(), "accepted", format!("job {}", job.id)))?;
             Ok(Ok(job))
         })
         .await?;
@@ -208,6 +309,20 @@ pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<J
 /// directly over NATS; the server's row follows unless a job is in flight,
 /// which records its own outcome.
 pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
+    let outcome = kill(state, user, server_id).await.map_err(|e| e.for_viewer(user));
+    let note = Note::new(Actor::User(user), "force_stop", Some(server_id));
+    let entry = match &outcome {
+        Ok(server) => note.done(server.owner_id, note.target.clone(), "succeeded", format!("now {}", server.status)),
+        Err(ApiError::Internal(_)) => return outcome,
+        Err(refused) => note.refused(refused),
+    };
+    if let Err(e) = activity::record_sqlx(&state.db.write, &entry).await {
+        tracing::warn!(error = format!("{e:#}"), "recording a forced stop in the activity log failed");
+    }
+    outcome
+}
+
+async fn kill(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
     ensure_broker(state)?;
     let server = servers::get_visible(&state.db.read, user, server_id).await?;
     if matches!(server.status(), ServerStatus::Deleted | ServerStatus::Deleting) {
@@ -235,16 +350,34 @@ pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result
     servers::get_visible(&state.db.read, user, server_id).await
 }
 
+/// Renames a server; no job. The change and its activity entry (or the
+/// refusal's) are one transaction.
 pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -> Result<Server, ApiError> {
-    let name = ServerName::parse(name).map_err(|e| ApiError::invalid("invalid_name", e))?;
     let mut tx = begin_write(&state.db).await?;
+    let outcome = rename_in(&mut tx, user, server_id, name).await;
+    let note = Note::new(Actor::User(user), "rename", Some(server_id));
+    let entry = match &outcome {
+        Ok(server) => note.done(server.owner_id, note.target.clone(), "succeeded", format!("to {:?}", server.name)),
+        Err(ApiError::Internal(_)) => return outcome,
+        Err(refused) => note.refused(refused),
+    };
+    activity::record_sqlx(&mut *tx, &entry).await?;
+    tx.commit().await?;
+    outcome
+}
+
+async fn rename_in(
+    tx: &mut sqlx::SqliteConnection,
+    user: &User,
+    server_id: i64,
+    name: &str,
+) -> Result<Server, ApiError> {
+    let name = ServerName::parse(name).map_err(|e| ApiError::invalid_field("invalid_name", "name", e))?;
     let server = servers::get_visible(&mut *tx, user, server_id).await?;
     if server.status() == ServerStatus::Deleted {
         return Err(ApiError::InvalidTransition { action: "rename", status: server.status() });
     }
-    let server = servers::rename(&mut tx, server_id, name.as_str()).await?;
-    tx.commit().await?;
-    Ok(server)
+    Ok(servers::rename(tx, server_id, name.as_str()).await?)
 }
 
 async fn insert_job(

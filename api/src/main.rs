@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use vsfleet_api::{Application, db, users};
+use vsfleet_api::accounts::{self, By};
+use vsfleet_api::{Application, db};
 use vsfleet_contract::Settings;
 
 /// vsfleet api: the HTTP API of the virtual server control plane.
@@ -36,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -46,6 +52,32 @@ enum UserCommand {
         email: String,
         #[arg(long)]
         admin: bool,
+    },
+    /// Disable a user: every token of theirs is refused (401) within a second.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a user and print it alone on stdout (shown once).
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+    /// Revoke a token by id: refused (401) within a second.
+    Revoke { id: i64 },
+    /// List a user's tokens: id, created, revoked (never the secrets).
+    List {
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -78,13 +110,52 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied to {}", settings.database.url);
             Ok(())
         }
-        Command::User { command: UserCommand::Create { email, admin } } => {
-            let db = db::open(&settings.database.url).await?;
-            db::migrate(&db).await?;
-            let (user, token) = users::create(&db, &email, admin).await?;
-            eprintln!("created user {} ({}){}", user.id, user.email, if admin { " as admin" } else { "" });
-            println!("{token}");
+        Command::User { command } => {
+            let db = open_migrated(&settings).await?;
+            let (email, disabled) = match command {
+                UserCommand::Create { email, admin } => {
+                    let (user, token) = accounts::create_user(&db, By::Operator, &email, admin).await?;
+                    eprintln!("created user {} ({}){}", user.id, user.email, if admin { " as admin" } else { "" });
+                    println!("{}", token.secret);
+                    return Ok(());
+                }
+                UserCommand::Disable { email } => (email, true),
+                UserCommand::Enable { email } => (email, false),
+            };
+            let user = accounts::by_email(&db, &email).await?;
+            let user = accounts::set_disabled(&db, None, By::Operator, user.id, disabled).await?;
+            eprintln!("user {} ({}) {}", user.id, user.email, if disabled { "disabled" } else { "enabled" });
+            Ok(())
+        }
+        Command::Token { command } => {
+            let db = open_migrated(&settings).await?;
+            match command {
+                TokenCommand::Create { email } => {
+                    let user = accounts::by_email(&db, &email).await?;
+                    let token = accounts::create_token(&db, By::Operator, user.id).await?;
+                    eprintln!("created token {} for user {} ({})", token.token.id, user.id, user.email);
+                    println!("{}", token.secret);
+                }
+                TokenCommand::Revoke { id } => {
+                    let token = accounts::revoke_token(&db, None, By::Operator, id).await?;
+                    eprintln!("token {} of user {} revoked", token.id, token.user_id);
+                }
+                TokenCommand::List { email } => {
+                    let user = accounts::by_email(&db, &email).await?;
+                    println!("{:<8} {:<32} revoked", "id", "created");
+                    for token in accounts::list_tokens(&db, By::Operator, user.id).await? {
+                        let revoked = token.revoked_at.map_or_else(|| "-".to_owned(), |at| at.to_rfc3339());
+                        println!("{:<8} {:<32} {revoked}", token.id, token.created_at.to_rfc3339());
+                    }
+                }
+            }
             Ok(())
         }
     }
+}
+
+async fn open_migrated(settings: &Settings) -> anyhow::Result<db::Db> {
+    let db = db::open(&settings.database.url).await?;
+    db::migrate(&db).await?;
+    Ok(db)
 }

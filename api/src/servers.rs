@@ -40,6 +40,15 @@ impl Server {
     pub fn visible_to(&self, user: &User) -> bool {
         user.is_admin || self.owner_id == user.id
     }
+
+    /// The server as `user` may read it: without host paths in
+    /// `last_error` unless they are an admin.
+    pub fn for_viewer(mut self, user: &User) -> Self {
+        if !user.is_admin {
+            crate::redact::optional(&mut self.last_error);
+        }
+        self
+    }
 }
 
 pub async fn get<'e, E>(db: E, id: i64) -> Result<Option<Server>, sqlx::Error>
@@ -148,6 +157,13 @@ pub fn checked_now(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Opt
         })
     })
     .optional()
+}
+
+/// How many servers `owner_id` has that are not deleted (what
+/// `api.max_servers_per_user` limits). On the writer's connection.
+pub fn live_count_now(conn: &rusqlite::Connection, owner_id: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM servers WHERE owner_id = ?1 AND status != 'deleted'")?
+        .query_row([owner_id], |row| row.get(0))
 }
 
 /// Sets a server's status. On the writer's connection.

@@ -35,9 +35,10 @@ impl FromStr for ServerId {
     type Err = InvalidServerId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // Digits only: no sign, no whitespace, no leading "+", so the id in a
-        // path or a subject is exactly what was validated.
-        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: no sign, no whitespace, no leading "+", no leading
+        // zero, so the id in a path or a subject is exactly what was
+        // validated, and one server has one spelling.
+        if s.is_empty() || s.len() > 19 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InvalidServerId(s.to_owned()));
         }
         let raw: i64 = s.parse().map_err(|_| InvalidServerId(s.to_owned()))?;
@@ -98,6 +99,22 @@ impl FromStr for JobId {
     }
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a job id is a UUID in its canonical form (lowercase, hyphenated), not {0:?}")]
+pub struct InvalidJobId(pub String);
+
+impl JobId {
+    /// Only the form this crate prints (`Display`): lowercase, hyphenated.
+    /// For ids from outside (the API's paths), so one job has one spelling;
+    /// `FromStr` stays lenient for payloads written by hand.
+    pub fn parse_canonical(s: &str) -> Result<Self, InvalidJobId> {
+        match Uuid::try_parse(s) {
+            Ok(id) if id.hyphenated().to_string() == s => Ok(Self(id)),
+            _ => Err(InvalidJobId(s.to_owned())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,11 +122,23 @@ mod tests {
     #[test]
     fn server_ids_are_plain_positive_integers() {
         assert_eq!("42".parse::<ServerId>().unwrap().get(), 42);
-        for bad in ["0", "-1", "+1", " 1", "1 ", "", "1e3", "../1", "99999999999999999999"] {
+        assert_eq!("10".parse::<ServerId>().unwrap().get(), 10);
+        for bad in ["0", "00", "01", "007", "-1", "+1", " 1", "1 ", "", "1e3", "../1", "99999999999999999999"] {
             assert!(bad.parse::<ServerId>().is_err(), "{bad:?} was accepted");
         }
         assert!(serde_json::from_str::<ServerId>("-5").is_err());
         assert_eq!(serde_json::from_str::<ServerId>("7").unwrap().get(), 7);
+    }
+
+    #[test]
+    fn only_canonical_job_ids_are_parsed_strictly() {
+        let id = JobId::new();
+        let text = id.to_string();
+        assert_eq!(JobId::parse_canonical(&text), Ok(id));
+        for bad in [text.to_uppercase(), format!("{{{text}}}"), text.replace('-', ""), format!("urn:uuid:{text}")] {
+            assert!(JobId::parse_canonical(&bad).is_err(), "{bad:?} was accepted");
+            assert_eq!(bad.parse::<JobId>().ok(), Some(id), "the lenient parse still reads {bad:?}");
+        }
     }
 
     #[test]

@@ -114,6 +114,13 @@ pub struct ApiSettings {
     pub max_memory_mb: u64,
     /// Live (not deleted) servers one user may have; admins are exempt.
     pub max_servers_per_user: u32,
+    /// How long a client may take to send a request's head once it began
+    /// sending it; then the connection is dropped (slow or half-open clients
+    /// must not hold connections).
+    pub http_header_timeout_secs: u64,
+    /// How long a connection may sit with no request in flight and nothing
+    /// sent; then it is closed.
+    pub http_idle_timeout_secs: u64,
 }
 
 /// Seconds each action's job may take from request to result: queued
@@ -255,6 +262,8 @@ impl Default for Settings {
                 max_cpus: 4.0,
                 max_memory_mb: 16 * 1024,
                 max_servers_per_user: 10,
+                http_header_timeout_secs: 10,
+                http_idle_timeout_secs: 60,
             },
             worker: WorkerSettings {
                 host_id: default_host_id(),
@@ -407,6 +416,14 @@ impl Settings {
         if let Err(e) = defaults.validate_within(api.max_cpus, api.max_memory_mb) {
             let key = if e.field() == "cpus" { "api.default_cpus" } else { "api.default_memory_mb" };
             return invalid(key, format!("{e} (the default must be within the maximum)"));
+        }
+        for (key, secs) in [
+            ("api.http_header_timeout_secs", api.http_header_timeout_secs),
+            ("api.http_idle_timeout_secs", api.http_idle_timeout_secs),
+        ] {
+            if secs == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
         }
         if self.worker.pids_limit < 1 {
             return invalid("worker.pids_limit", "must be at least 1".into());

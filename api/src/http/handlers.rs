@@ -1,11 +1,11 @@
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vsfleet_contract::{Action, ServerSpec};
 
-use super::extract::{ApiJson, CurrentUser, server_id};
+use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, job_id, server_id};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::lifecycle::Actor;
@@ -32,6 +32,10 @@ pub async fn readyz(State(state): State<AppState>) -> Reply {
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 #[derive(Deserialize)]
@@ -61,19 +65,23 @@ pub struct ListQuery {
 pub async fn list_servers(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Reply {
-    let list = servers::list(&state.db.read, &user, q.include_deleted).await?;
+    let list: Vec<_> = servers::list(&state.db.read, &user, q.include_deleted)
+        .await?
+        .into_iter()
+        .map(|s| s.for_viewer(&user))
+        .collect();
     ok(StatusCode::OK, json!({ "servers": list }))
 }
 
 pub async fn get_server(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let server = servers::get_visible(&state.db.read, &user, server_id(&id)?).await?;
-    ok(StatusCode::OK, json!({ "server": server }))
+    ok(StatusCode::OK, json!({ "server": server.for_viewer(&user) }))
 }
 
 #[derive(Deserialize)]
@@ -85,17 +93,17 @@ pub struct Rename {
 pub async fn rename_server(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Rename>,
 ) -> Reply {
     let server = lifecycle::rename(&state, &user, server_id(&id)?, &body.name).await?;
-    ok(StatusCode::OK, json!({ "server": server }))
+    ok(StatusCode::OK, json!({ "server": server.for_viewer(&user) }))
 }
 
 pub async fn delete_server(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let job = lifecycle::request(&state, Actor::User(&user), server_id(&id)?, Action::Delete).await?;
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
@@ -111,8 +119,8 @@ pub struct ActionQuery {
 pub async fn server_action(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path((id, action)): Path<(String, String)>,
-    Query(query): Query<ActionQuery>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<ActionQuery>,
 ) -> Reply {
     let id = server_id(&id)?;
     // Create has its own route and delete is `DELETE /v1/servers/{id}`.
@@ -124,7 +132,7 @@ pub async fn server_action(
     };
     if action == Action::Stop && query.force {
         let server = lifecycle::force_stop(&state, &user, id).await?;
-        return ok(StatusCode::OK, json!({ "server": server }));
+        return ok(StatusCode::OK, json!({ "server": server.for_viewer(&user) }));
     }
     let job = lifecycle::request(&state, Actor::User(&user), id, action).await?;
     ok(StatusCode::ACCEPTED, json!({ "job": job }))
@@ -133,18 +141,22 @@ pub async fn server_action(
 pub async fn server_jobs(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let id = server_id(&id)?;
     servers::get_visible(&state.db.read, &user, id).await?;
-    ok(StatusCode::OK, json!({ "jobs": jobs::for_server(&state.db.read, id).await? }))
+    let list: Vec<_> = jobs::for_server(&state.db.read, id).await?.into_iter().map(|j| j.for_viewer(&user)).collect();
+    ok(StatusCode::OK, json!({ "jobs": list }))
 }
 
 /// A job is visible to its requester, the server's owner, and admins. Jobs
 /// outlive purged servers, so the requester is checked first.
-pub async fn get_job(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<String>) -> Reply {
-    let id: vsfleet_contract::JobId =
-        id.parse().map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id (a UUID)")))?;
+pub async fn get_job(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+) -> Reply {
+    let id = job_id(&id)?;
     let job = jobs::get(&state.db.read, &id.to_string()).await?.ok_or(ApiError::NotFound("job"))?;
     let visible = user.is_admin
         || job.requested_by == Some(user.id)
@@ -152,14 +164,14 @@ pub async fn get_job(State(state): State<AppState>, CurrentUser(user): CurrentUs
     if !visible {
         return Err(ApiError::NotFound("job"));
     }
-    ok(StatusCode::OK, json!({ "job": job }))
+    ok(StatusCode::OK, json!({ "job": job.for_viewer(&user) }))
 }
 
 /// The containers inside a server, as the monitor last saw them.
 pub async fn server_containers(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let id = server_id(&id)?;
     servers::get_visible(&state.db.read, &user, id).await?;

@@ -1,11 +1,17 @@
-//! The HTTP surface: routes, extractors, handlers. Handlers stay thin; the
-//! rules live in `lifecycle`.
+//! The HTTP surface: routes, extractors, handlers, and the connection loop
+//! that serves them. Handlers stay thin; the rules live in `lifecycle` and
+//! `accounts`.
 
+mod accounts;
 mod extract;
 mod handlers;
+pub mod serve;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+
+pub use extract::BODY_LIMIT;
 
 use crate::app::AppState;
 
@@ -23,6 +29,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts", get(handlers::hosts))
         .route("/v1/servers/{id}/{action}", post(handlers::server_action))
         .route("/v1/jobs/{id}", get(handlers::get_job))
+        .route("/v1/users", post(accounts::create_user).get(accounts::list_users))
+        .route("/v1/users/{id}/tokens", post(accounts::create_token).get(accounts::list_tokens))
+        .route("/v1/users/{id}/disable", post(accounts::disable_user))
+        .route("/v1/users/{id}/enable", post(accounts::enable_user))
+        .route("/v1/tokens/{id}", delete(accounts::revoke_token))
+        .route("/v1/activity", get(accounts::activity))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

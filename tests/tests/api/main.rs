@@ -7,13 +7,16 @@ mod helpers {
     pub use vsfleet_tests::app::*;
 }
 
+mod accounts;
 mod chaos;
 mod crash;
 mod delivery;
 mod drift;
 mod errors;
 mod failures;
+mod hygiene;
 mod lifecycle;
+mod limits;
 mod monitor;
 mod outage;
 mod schedule;
