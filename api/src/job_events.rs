@@ -66,6 +66,9 @@ pub fn record(
     servers::delete_many(conn, &rows.purged)?;
     let servers: Vec<&Server> = rows.changed_servers.iter().filter_map(|id| rows.servers.get(id)).collect();
     servers::update_outcome(conn, &servers)?;
+    for entry in &rows.outcomes {
+        crate::activity::record(conn, entry)?;
+    }
     Ok(rejected)
 }
 
@@ -81,6 +84,8 @@ struct Rows {
     /// Servers whose inner containers' rows go (deleted or purged).
     cleared: BTreeSet<i64>,
     purged: Vec<i64>,
+    /// The activity log's lines for the jobs that ended in this batch.
+    outcomes: Vec<crate::activity::Entry>,
 }
 
 impl Rows {
@@ -123,15 +128,37 @@ impl Rows {
         job.attempts = job.attempts.max(attempt);
         job.started_at = job.started_at.or(Some(ev.at));
         job.published_at = job.published_at.or(Some(ev.at));
-        match &ev.phase {
-            JobPhase::Started => job.status = JobStatus::Running.as_str().to_owned(),
-            JobPhase::Succeeded { observed, detail } => {
-                finish(job, ev.at, JobStatus::Succeeded, None, detail.clone());
-                self.record_server(ev, true, Some(observed), None, retention);
+        let requested_by = job.requested_by;
+        let result = match &ev.phase {
+            JobPhase::Started => {
+                job.status = JobStatus::Running.as_str().to_owned();
+                return Ok(());
             }
-            JobPhase::Failed { error, observed, .. } => {
+            JobPhase::Succeeded { detail, .. } => {
+                finish(job, ev.at, JobStatus::Succeeded, None, detail.clone());
+                "succeeded".to_owned()
+            }
+            JobPhase::Failed { error, .. } => {
                 finish(job, ev.at, JobStatus::Failed, Some(error), None);
-                self.record_server(ev, false, observed.as_ref(), Some(error), retention);
+                format!("failed: {error}")
+            }
+        };
+        // Whose log it belongs to: the requester, else the server's owner
+        // (read before a purge removes the row).
+        let owner = requested_by.or_else(|| self.servers.get(&ev.server_id.as_i64()).map(|s| s.owner_id));
+        let entry = crate::activity::Entry::new(
+            owner,
+            format!("host {}", ev.host),
+            ev.action.as_str(),
+            format!("server:{}", ev.server_id),
+            result,
+        );
+        self.outcomes.push(entry.with_detail(format!("job {}", ev.job_id)));
+        match &ev.phase {
+            JobPhase::Started => {}
+            JobPhase::Succeeded { observed, .. } => self.record_server(ev, true, Some(observed), None, retention),
+            JobPhase::Failed { error, observed, .. } => {
+                self.record_server(ev, false, observed.as_ref(), Some(error), retention)
             }
         }
         Ok(())
@@ -335,6 +362,17 @@ mod tests {
         assert!(row.started_at.is_some() && row.finished_at.is_some());
         let row = servers::get(&db.read, server).await.unwrap().unwrap();
         assert_eq!((row.status.as_str(), row.last_error.as_deref()), ("failed", Some("no space")));
+        // The outcome is in the owner's activity log.
+        let (action, target, result): (String, String, String) =
+            sqlx::query_as("SELECT action, target, result FROM activity WHERE user_id = ?")
+                .bind(row.owner_id)
+                .fetch_one(&db.read)
+                .await
+                .unwrap();
+        assert_eq!(
+            (action.as_str(), target, result.as_str()),
+            ("create", format!("server:{server}"), "failed: no space")
+        );
     }
 
     #[tokio::test]
