@@ -13,6 +13,7 @@ mod delivery;
 mod drift;
 mod errors;
 mod failures;
+mod invariants;
 mod lifecycle;
 mod monitor;
 mod outage;
