@@ -3,13 +3,16 @@
 //! of them at once (the per-server `flock`), and a sync never rewrites a
 //! server while a job for it is in flight (`reconcile::plan` skips busy
 //! rows). Each test makes the overlap real first, then reads the outcome
-//! from what the services recorded, not from the test's own timing.
+//! from what the services recorded, not from the test's own timing. Last,
+//! the visibility rule of the lifecycle checks seen from both sides: an
+//! owner acts on their server, an admin on anyone's.
 
 use std::os::fd::AsRawFd;
 
 use async_nats::jetstream;
 use bollard::query_parameters::{KillContainerOptions, StopContainerOptions};
 use chrono::{DateTime, Utc};
+use reqwest::Method;
 use serde_json::json;
 use vsfleet_contract::{Action, JobEvent, JobPhase};
 
@@ -205,5 +208,24 @@ async fn a_sync_leaves_a_server_alone_while_its_job_is_in_flight() {
     let after = app.wait_status(id, "running").await;
     assert_eq!(app.inspect(id).await.unwrap().state.unwrap().running, Some(true));
     assert!(after["updated_at"].as_str() > before["updated_at"].as_str(), "{after}");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn users_act_on_their_own_servers_and_admins_on_everyones() {
+    let app = spawn_app().await;
+    let owner = app.create_user("owner@example.test").await;
+    let (status, body) = app.call(Method::POST, "/v1/servers", Some(&owner), Some(json!({ "name": "nuosavas" }))).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["server"]["id"].as_i64().unwrap();
+    assert_eq!(app.wait_job(body["job"]["id"].as_str().unwrap()).await["status"], "succeeded");
+
+    // The owner, who is no admin, acts on their own server…
+    let (status, body) = app.call(Method::POST, &format!("/v1/servers/{id}/stop"), Some(&owner), Some(json!({}))).await;
+    assert_eq!(status, 202, "the owner was refused: {body}");
+    assert_eq!(app.wait_job(body["job"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    // …and an admin, who does not own it, acts on it too.
+    assert_eq!(app.act(id, "start").await["status"], "succeeded");
+    app.wait_status(id, "running").await;
     app.teardown().await;
 }
