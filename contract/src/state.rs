@@ -312,6 +312,8 @@ mod tests {
         assert_eq!(ServerStatus::after(Action::Start, false, &nothing), Some(Failed));
         assert_eq!(ServerStatus::after(Action::Restore, true, &both), Some(Missing));
         assert_eq!(ServerStatus::after(Action::Stop, true, &seen(ContainerState::Stopped, true, false)), Some(Stopped));
+        // A delete that succeeded is deleted, whatever is left to see.
+        assert_eq!(ServerStatus::after(Action::Delete, true, &nothing), Some(Deleted));
         // A failed purge leaves the server as the host shows it.
         assert_eq!(ServerStatus::after(Action::Purge, false, &archived_only), Some(Deleted));
     }
