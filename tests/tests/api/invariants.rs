@@ -137,7 +137,9 @@ struct HeldLock {
 }
 
 impl HeldLock {
-    fn take(app: &TestApp, id: i64) -> Self {
+    /// Waits for the lock like a second job would: the worker's look at
+    /// Docker's events (the container's start, just now) takes it briefly.
+    async fn take(app: &TestApp, id: i64) -> Self {
         let dir = app.data_root().join(".locks");
         std::fs::create_dir_all(&dir).unwrap();
         let file = std::fs::OpenOptions::new()
@@ -146,9 +148,13 @@ impl HeldLock {
             .write(true)
             .open(dir.join(format!("{id}.lock")))
             .unwrap();
-        // SAFETY: flock on a valid, open descriptor owned by `file`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        assert_eq!(rc, 0, "the server's lock is taken: {}", std::io::Error::last_os_error());
+        let fd = file.as_raw_fd();
+        eventually("the server's lock is free", || async move {
+            // SAFETY: flock on a valid, open descriptor owned by `file`, which outlives the wait.
+            let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+            (rc == 0).then_some(())
+        })
+        .await;
         Self { _file: file }
     }
 }
@@ -169,7 +175,7 @@ async fn a_sync_leaves_a_server_alone_while_its_job_is_in_flight() {
 
     // A restart is accepted and handed to the worker, which waits for the
     // server's lock: the job is in flight and stays so until we let go.
-    let held = HeldLock::take(&app, id);
+    let held = HeldLock::take(&app, id).await;
     let (status, body) = app.post(&format!("/v1/servers/{id}/restart"), json!({})).await;
     assert_eq!(status, 202, "{body}");
     let job_id = body["job"]["id"].as_str().unwrap().to_owned();
