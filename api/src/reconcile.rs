@@ -186,4 +186,65 @@ mod tests {
         let orphans: Vec<_> = plan(&db, &inv).orphans.into_iter().map(|c| c.server_id.get()).collect();
         assert_eq!(orphans, [2, 9]);
     }
+
+    #[test]
+    fn of_two_containers_for_one_server_the_running_one_speaks() {
+        let db = [known(1, "stopped", Some("old")), known(2, "running", Some("b"))];
+        let inv = inventory(
+            vec![
+                seen(1, "old", ContainerState::Stopped),
+                seen(1, "new", ContainerState::Running),
+                seen(1, "stray", ContainerState::Stopped),
+                seen(2, "b", ContainerState::Running),
+                seen(2, "b2", ContainerState::Stopped),
+            ],
+            &[1, 2],
+        );
+        assert_eq!(
+            plan(&db, &inv).changes,
+            vec![Change { id: 1, status: ServerStatus::Running, container_id: Some("new".into()), data_exists: true }]
+        );
+    }
+
+    #[test]
+    fn a_row_written_at_the_inventorys_instant_is_still_reconciled() {
+        let mut same = known(1, "running", Some("a"));
+        same.updated_at = inventory(vec![], &[]).at;
+        let changes = plan(&[same], &inventory(vec![], &[1])).changes;
+        assert_eq!(
+            changes,
+            vec![Change { id: 1, status: ServerStatus::Missing, container_id: None, data_exists: true }]
+        );
+    }
+
+    #[test]
+    fn a_failed_server_keeps_its_container_id_and_the_others_follow_docker() {
+        let db = [known(1, "failed", Some("gone")), known(2, "missing", Some("stale"))];
+        let changes = plan(&db, &inventory(vec![], &[1])).changes;
+        assert_eq!(
+            changes,
+            vec![Change { id: 2, status: ServerStatus::Missing, container_id: None, data_exists: false }],
+            "the failed server's id is kept, the missing one's dropped"
+        );
+    }
+
+    #[test]
+    fn a_new_container_id_or_a_change_on_disk_alone_is_a_change() {
+        let db = [known(1, "running", Some("a")), known(2, "running", Some("b")), known(3, "running", Some("c"))];
+        let inv = inventory(
+            vec![
+                seen(1, "a2", ContainerState::Running),
+                seen(2, "b", ContainerState::Running),
+                seen(3, "c", ContainerState::Running),
+            ],
+            &[1, 3],
+        );
+        assert_eq!(
+            plan(&db, &inv).changes,
+            vec![
+                Change { id: 1, status: ServerStatus::Running, container_id: Some("a2".into()), data_exists: true },
+                Change { id: 2, status: ServerStatus::Running, container_id: Some("b".into()), data_exists: false },
+            ]
+        );
+    }
 }

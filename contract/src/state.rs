@@ -288,4 +288,43 @@ mod tests {
             Some(Stopped)
         );
     }
+
+    #[test]
+    fn only_create_and_delete_show_a_status_of_their_own_while_in_flight() {
+        for action in Action::ALL {
+            let want = match action {
+                Action::Create => Some(ServerStatus::Creating),
+                Action::Delete => Some(ServerStatus::Deleting),
+                _ => None,
+            };
+            assert_eq!(action.in_flight_status(), want, "{action}");
+        }
+    }
+
+    #[test]
+    fn a_server_whose_container_is_gone_is_missing_deleted_or_failed_by_its_data() {
+        use ServerStatus::*;
+        let archived_only = seen(ContainerState::Absent, false, true);
+        let nothing = seen(ContainerState::Absent, false, false);
+        let both = seen(ContainerState::Absent, true, true);
+        // Not a delete or a purge: what is on disk decides.
+        assert_eq!(ServerStatus::after(Action::Start, false, &archived_only), Some(Deleted));
+        assert_eq!(ServerStatus::after(Action::Start, false, &nothing), Some(Failed));
+        assert_eq!(ServerStatus::after(Action::Restore, true, &both), Some(Missing));
+        assert_eq!(ServerStatus::after(Action::Stop, true, &seen(ContainerState::Stopped, true, false)), Some(Stopped));
+        // A delete that succeeded is deleted, whatever is left to see.
+        assert_eq!(ServerStatus::after(Action::Delete, true, &nothing), Some(Deleted));
+        // A failed purge leaves the server as the host shows it.
+        assert_eq!(ServerStatus::after(Action::Purge, false, &archived_only), Some(Deleted));
+    }
+
+    #[test]
+    fn job_statuses_round_trip_and_only_outcomes_are_finished() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        let finished: Vec<_> = JobStatus::ALL.into_iter().filter(|s| s.is_finished()).collect();
+        assert_eq!(finished, [JobStatus::Succeeded, JobStatus::Failed]);
+    }
 }

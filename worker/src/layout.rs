@@ -150,4 +150,48 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
+
+    #[test]
+    fn the_spec_and_the_lock_live_beside_the_data_never_in_a_mount() {
+        let root = DataRoot::new("/srv/SERVERS");
+        assert_eq!(root.root(), Path::new("/srv/SERVERS"));
+        assert_eq!(root.spec_file(id(42)), PathBuf::from("/srv/SERVERS/42/vsfleet-spec.json"));
+        assert_eq!(root.locks_dir(), PathBuf::from("/srv/SERVERS/.locks"));
+        assert_eq!(root.lock_file(id(42)), PathBuf::from("/srv/SERVERS/.locks/42.lock"));
+    }
+
+    #[test]
+    fn only_a_fourteen_digit_timestamp_makes_an_archive() {
+        assert_eq!(DataRoot::archive_owner("42-deleted-20250101000000"), Some(id(42)));
+        assert_eq!(DataRoot::archive_owner("42-deleted-2025010100000"), None, "13 digits");
+        assert_eq!(DataRoot::archive_owner("42-deleted-2025010100000x"), None, "not all digits");
+        assert_eq!(DataRoot::archive_owner("42"), None);
+    }
+
+    #[test]
+    fn a_missing_root_has_no_archives_and_an_unreadable_one_is_an_error() {
+        let dir = tempfile_dir("unreadable");
+        let missing = DataRoot::new(dir.join("missing"));
+        assert!(missing.archives(id(1)).unwrap().is_empty());
+        std::fs::write(dir.join("file"), b"not a directory").unwrap();
+        assert!(DataRoot::new(dir.join("file")).archives(id(1)).is_err());
+        // An archive is a directory; a file of that name is not one.
+        std::fs::write(dir.join("1-deleted-20250101000000"), b"").unwrap();
+        assert!(DataRoot::new(&dir).archives(id(1)).unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_spec_written_at_create_is_read_back_and_data_exists_follows_the_directory() {
+        let dir = tempfile_dir("spec");
+        let root = DataRoot::new(&dir);
+        assert!(!root.data_exists(id(5)));
+        assert_eq!(root.read_spec(id(5)), None);
+        std::fs::create_dir_all(root.server_dir(id(5))).unwrap();
+        assert!(root.data_exists(id(5)));
+        let spec = ServerSpec { cpus: Some(1.5), memory_mb: Some(2048) };
+        root.write_spec(id(5), &spec).unwrap();
+        assert_eq!(root.read_spec(id(5)), Some(spec));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

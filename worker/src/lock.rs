@@ -67,4 +67,31 @@ mod tests {
         assert!(try_lock(&root, id).unwrap().is_some());
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_waiting_job_signals_progress_about_once_a_second_and_gets_the_lock_when_freed() {
+        let dir = std::env::temp_dir().join(format!("vsfleet-lock-wait-{}", std::process::id()));
+        let root = DataRoot::new(&dir);
+        let id = ServerId::new(7).unwrap();
+        let first = try_lock(&root, id).unwrap().expect("free at first");
+        let signals = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let waiter = tokio::spawn({
+            let (root, signals) = (root.clone(), signals.clone());
+            async move {
+                lock(&root, id, || {
+                    signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async {}
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!waiter.is_finished(), "the lock was granted while held");
+        let seen = signals.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=2).contains(&seen), "{seen} progress signals in 2.5 s");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("granted once freed");
+        drop(second.unwrap().unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

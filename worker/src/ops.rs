@@ -295,4 +295,14 @@ mod tests {
         assert_eq!(parse_size("12kB"), Some(12_000));
         assert_eq!(parse_reclaimed("nothing"), None);
     }
+
+    #[test]
+    fn every_docker_size_unit_is_read_in_decimal() {
+        assert_eq!(parse_size("7B"), Some(7));
+        assert_eq!(parse_size("1.5KB"), Some(1_500));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("1.25TB"), Some(1_250_000_000_000));
+        assert_eq!(parse_size("3PB"), None);
+        assert_eq!(parse_size("12"), None);
+    }
 }

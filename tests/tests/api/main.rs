@@ -15,6 +15,7 @@ mod drift;
 mod errors;
 mod failures;
 mod hygiene;
+mod invariants;
 mod lifecycle;
 mod limits;
 mod monitor;
