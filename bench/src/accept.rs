@@ -24,7 +24,8 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let ids = seed_servers(&app, REQUESTS).await?;
     let elapsed = fire(&app, &ids, "start").await?;
     let rate = REQUESTS as f64 / elapsed.as_secs_f64();
-    let raw = raw_publish_rate(&app.js, &format!("{}_bench_raw", app.prefix()), REQUESTS, CLIENTS).await?;
+    let raw_js = async_nats::jetstream::new(app.connect_as(vsfleet_tests::app::UNRESTRICTED).await.0);
+    let raw = raw_publish_rate(&raw_js, &format!("{}_bench_raw", app.prefix()), REQUESTS, CLIENTS).await?;
     app.teardown().await;
     let load = format!("{REQUESTS} requests, {CLIENTS} clients");
     Ok(vec![

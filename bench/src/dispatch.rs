@@ -101,7 +101,8 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let busy_nats = cpu::share(cpu::seconds(nats) - cpu0.1, wall);
     stop.cancel();
     worker.await?;
-    let raw = raw_dispatch_rate(&app.js, &format!("{}_bench_dispatch", app.prefix()), JOBS).await?;
+    let raw_js = async_nats::jetstream::new(app.connect_as(vsfleet_tests::app::UNRESTRICTED).await.0);
+    let raw = raw_dispatch_rate(&raw_js, &format!("{}_bench_dispatch", app.prefix()), JOBS).await?;
     app.teardown().await;
     let load = format!("{JOBS} jobs, {CLIENTS} clients, worker concurrency 64");
     Ok(vec![

@@ -26,6 +26,10 @@ use crate::process::Service;
 pub const TEST_IMAGE: &str = "vsfleet-test-server:latest";
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The one user of a test's nats-server that is not a vsfleet role: for
+/// the benchmark's raw figures only.
+pub const UNRESTRICTED: &str = "unrestricted";
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
@@ -77,7 +81,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     // prefix and hosts: every service connects as its own user, so a
     // missing permission fails the test that needs it.
     let (prefix, host, other_host) = (format!("t{id}"), format!("host-{id}"), format!("host-{id}-b"));
-    let users = permissions::users(&Subjects::new(&prefix).unwrap(), &[&host, &other_host]).unwrap();
+    let mut users = permissions::users(&Subjects::new(&prefix).unwrap(), &[&host, &other_host]).unwrap();
+    // Not a role: the benchmark's raw figures (JetStream without vsfleet)
+    // need streams and subjects of their own. No service connects as it.
+    users.push(permissions::User {
+        name: UNRESTRICTED.into(),
+        password_env: permissions::password_env(UNRESTRICTED),
+        permissions: permissions::Permissions {
+            publish: vec![">".into()],
+            subscribe: vec![">".into()],
+            allow_responses: false,
+        },
+    });
     let nats_passwords: std::collections::HashMap<String, String> =
         users.iter().map(|u| (u.name.clone(), format!("pw-{}-{}", u.name, unique()))).collect();
     let auth_file = dir.path().join("nats-auth.conf");
@@ -166,23 +181,25 @@ impl TestApp {
         let errors = PermissionErrors::default();
         let seen = errors.clone();
         let settings = self.settings_as(user);
-        let role = Role::of_user(user).expect("a user of the permission config");
-        let client = async_nats::ConnectOptions::with_user_and_password(
+        let mut options = async_nats::ConnectOptions::with_user_and_password(
             user.to_owned(),
             settings.nats.password.clone().unwrap(),
-        )
-        .custom_inbox_prefix(role.inbox_prefix(&settings.subjects()))
-        .event_callback(move |event| {
-            let seen = seen.clone();
-            async move {
-                if let async_nats::Event::ServerError(error) = event {
-                    seen.0.lock().unwrap().push(error.to_string());
+        );
+        if let Some(role) = Role::of_user(user) {
+            options = options.custom_inbox_prefix(role.inbox_prefix(&settings.subjects()));
+        }
+        let client = options
+            .event_callback(move |event| {
+                let seen = seen.clone();
+                async move {
+                    if let async_nats::Event::ServerError(error) = event {
+                        seen.0.lock().unwrap().push(error.to_string());
+                    }
                 }
-            }
-        })
-        .connect(self.nats_server.url())
-        .await
-        .unwrap_or_else(|e| panic!("connecting as {user}: {e}"));
+            })
+            .connect(self.nats_server.url())
+            .await
+            .unwrap_or_else(|e| panic!("connecting as {user}: {e}"));
         (client, errors)
     }
 
