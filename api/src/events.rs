@@ -6,6 +6,7 @@
 //! harmless.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -143,7 +144,9 @@ const BATCH: usize = 256;
 /// jobs stream and recorded in a second transaction.
 async fn record_jobs(state: &AppState, messages: &[Message]) {
     let now = Utc::now();
+    // Parsed once, shared with the writer thread without a copy.
     let mut readable = Vec::with_capacity(messages.len());
+    let mut events = Vec::with_capacity(messages.len());
     for message in messages {
         let host = state.inbound.subject_host(&message.subject).unwrap_or_default();
         let checked = parse::<JobEvent>(Kind::JobEvent, &message.payload).and_then(|event| {
@@ -151,15 +154,18 @@ async fn record_jobs(state: &AppState, messages: &[Message]) {
             Ok(event)
         });
         match checked {
-            Ok(event) => readable.push((message, event)),
+            Ok(event) => {
+                readable.push(message);
+                events.push(event);
+            }
             Err(fault) => settle(state, message, Err(fault)).await,
         }
     }
+    let events = Arc::new(events);
     let mut outcomes: Vec<Result<(), Fault>> = Vec::with_capacity(readable.len());
-    let events: Vec<JobEvent> = readable.iter().map(|(_, event)| event.clone()).collect();
     match write_events(state, events.clone(), HashSet::new()).await {
         Err(error) => {
-            for (message, _) in &readable {
+            for message in &readable {
                 settle(state, message, Err(Fault::Retry(anyhow::anyhow!(error.clone())))).await;
             }
             return;
@@ -178,7 +184,7 @@ async fn record_jobs(state: &AppState, messages: &[Message]) {
             }
         }
     }
-    futures::future::join_all(readable.iter().zip(outcomes).map(|((m, _), outcome)| settle(state, m, outcome))).await;
+    futures::future::join_all(readable.iter().zip(outcomes).map(|(m, outcome)| settle(state, m, outcome))).await;
 }
 
 /// Events of jobs published by hand: recorded once their message is found
@@ -215,7 +221,7 @@ async fn verify_and_record(
         return;
     }
     let batch: Vec<JobEvent> = second.iter().map(|i| events[*i].clone()).collect();
-    match write_events(state, batch, verified).await {
+    match write_events(state, Arc::new(batch), verified).await {
         Ok(rejected) => {
             for (at, why) in rejected {
                 let why = match why {
@@ -235,7 +241,7 @@ async fn verify_and_record(
 
 async fn write_events(
     state: &AppState,
-    events: Vec<JobEvent>,
+    events: Arc<Vec<JobEvent>>,
     hand_jobs: HashSet<JobId>,
 ) -> Result<Vec<(usize, Rejection)>, String> {
     let retention = state.settings.retention();
