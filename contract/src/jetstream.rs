@@ -256,6 +256,7 @@ mod tests {
         assert_eq!(file.retention, code.retention);
         assert_eq!(file.storage, code.storage);
         assert_eq!(file.max_age, code.max_age);
+        assert_eq!(file.num_replicas, code.num_replicas);
         // The server reads 0 and -1 alike: no limit.
         assert_eq!(file.max_bytes.max(0), code.max_bytes.max(0));
         assert_eq!(file.discard, code.discard);
@@ -279,6 +280,8 @@ mod tests {
         assert_eq!(worker["durable_name"], subjects.worker_consumer("host1"));
         assert_eq!(worker["filter_subject"], subjects.host_jobs_filter("host1"));
         assert_eq!(worker["max_deliver"], Settings::default().nats.max_deliver);
+        let ack_wait = Duration::from_secs(Settings::default().nats.ack_wait_secs).as_nanos() as u64;
+        assert_eq!(worker["ack_wait"], ack_wait);
         let api: serde_json::Value = serde_json::from_str(include_str!("../../nats/api-consumer.json")).unwrap();
         assert_eq!(api["durable_name"], subjects.api_events_consumer());
         assert_eq!(api["filter_subject"], subjects.api_events_filter());
