@@ -31,9 +31,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    vsfleet_contract::telemetry::init();
+    let command = cli.command.unwrap_or(Command::Run);
+    // A check answers in one line (its error, or "healthy"): no log.
+    if matches!(command, Command::Run) {
+        vsfleet_contract::telemetry::init();
+    }
     let settings = Settings::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Run => {
             let worker = Worker::build(settings).await?;
             let shutdown = vsfleet_contract::process::shutdown_on_signal();
