@@ -17,7 +17,7 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
-/// The directory holding `vsfleet-api` and `vsfleet-worker`:
+/// The directory holding `vsfleet-api`, `vsfleet-worker` and `vsfleet-scheduler`:
 /// `$VSFLEET_BIN_DIR`, else the workspace's debug build, rebuilt when it is
 /// missing or older than this test binary (which is rebuilt whenever the
 /// services' code changes). `scripts/test` builds them beforehand.
@@ -32,7 +32,7 @@ pub fn bin_dir() -> &'static Path {
         let dir = target.join("debug");
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let ours = std::env::current_exe().ok().and_then(|p| modified(&p));
-        let stale = ["vsfleet-api", "vsfleet-worker"].iter().any(|b| match (modified(&dir.join(b)), ours) {
+        let stale = ["vsfleet-api", "vsfleet-worker", "vsfleet-scheduler"].iter().any(|b| match (modified(&dir.join(b)), ours) {
             (Some(bin), Some(ours)) => bin < ours,
             _ => true,
         });
@@ -58,7 +58,7 @@ fn build(workspace: &Path) {
         .current_dir(workspace)
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| keep(k)))
-        .args(["build", "--quiet", "-p", "vsfleet-api", "-p", "vsfleet-worker", "--bins"])
+        .args(["build", "--quiet", "-p", "vsfleet-api", "-p", "vsfleet-worker", "-p", "vsfleet-scheduler", "--bins"])
         .status()
         .expect("running cargo build for the service binaries");
     assert!(status.success(), "cargo build of the service binaries failed");
