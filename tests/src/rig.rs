@@ -34,7 +34,9 @@
 //! Everything the rig makes carries the label `vsfleet.rig=<id>` or the name
 //! `vsrig-<id>…` (the directory is `/tmp/vsrig-<id>`), and is removed by
 //! [`Rig::down`], by `Drop` when a test panics, and by [`remove_all`]
-//! (`scripts/rig down`) for rigs whose process died.
+//! (`scripts/rig down`) for rigs whose process died. The logs' tails are
+//! printed when a test fails, and at the end with `VSRIG_LOGS=1`;
+//! `VSRIG_KEEP=1` keeps a failed test's rig for a look.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -927,6 +929,21 @@ impl Rig {
         }
     }
 
+    /// Waits until host `i`'s jobs consumer holds nothing: no job pending,
+    /// none delivered and unacknowledged (so no redelivery is still to come).
+    pub async fn wait_consumer_drained(&self, i: usize, timeout: Duration) {
+        let js = async_nats::jetstream::new(self.nats_client(i % self.nats.len()).await);
+        let stream = format!("{}_jobs", self.prefix());
+        let name = format!("worker-{}", self.hosts[i].id);
+        wait_for(&format!("the jobs consumer of {} drains", self.hosts[i].id), timeout, || async {
+            let stream = js.get_stream(&stream).await.ok()?;
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&name).await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        })
+        .await
+    }
+
     /// The invariants, as the rows, every engine and every host's disk show
     /// them now: every job ended (a failure with its reason); each server's
     /// container exists once, in its own host's engine only, in the state
@@ -1058,6 +1075,9 @@ impl Rig {
 
     /// Stops everything and removes what the rig made; checks nothing is left.
     pub async fn down(mut self) {
+        if std::env::var_os("VSRIG_LOGS").is_some() {
+            eprintln!("{}", self.logs());
+        }
         self.stop_scheduler().await;
         self.stop_api().await;
         self.db.close().await;
@@ -1084,8 +1104,8 @@ impl Drop for Rig {
         if let Some(s) = self.scheduler_service.as_mut() {
             s.kill();
         }
-        if std::env::var_os("VSFLEET_RIG_KEEP").is_some() {
-            eprintln!("rig {}: kept (VSFLEET_RIG_KEEP); remove it with scripts/rig down {}", self.id, self.id);
+        if std::env::var_os("VSRIG_KEEP").is_some() {
+            eprintln!("rig {}: kept (VSRIG_KEEP); remove it with scripts/rig down {}", self.id, self.id);
             return;
         }
         remove(&self.id);
