@@ -259,6 +259,7 @@ mod tests {
             seen_at,
             version: "0.1.0".into(),
             degraded: None,
+            capacity: None,
         };
         assert!(check_presence("h1", &entry("h1", now), now).is_ok());
         assert!(check_presence("h1", &entry("ghost", now), now).is_err());

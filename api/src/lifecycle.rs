@@ -4,7 +4,7 @@
 
 use async_nats::connection::State as NatsState;
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, JobId, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
 
 use crate::activity::{self, Entry};
 use crate::app::AppState;
@@ -103,32 +103,80 @@ fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// The live host with the fewest servers.
-async fn place(state: &AppState) -> Result<String, ApiError> {
+/// The hosts whose heartbeat is recent (three heartbeats), with their
+/// health and capacity.
+pub async fn live_hosts(state: &AppState) -> Result<Vec<HostPresence>, ApiError> {
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
-    let alive = state.registry.alive(&state.hosts, max_age).await.map_err(|e| ApiError::Unavailable {
+    state.registry.alive(&state.hosts, max_age).await.map_err(|e| ApiError::Unavailable {
         code: "broker_unavailable",
         message: format!("cannot read the live hosts from NATS: {e}"),
-    })?;
+    })
+}
+
+/// The live hosts for an answer that has already been decided (a 202 for
+/// a committed job must not turn into an error): `None`, logged, when
+/// they cannot be read.
+pub async fn live_hosts_or_none(state: &AppState) -> Option<Vec<HostPresence>> {
+    match live_hosts(state).await {
+        Ok(alive) => Some(alive),
+        Err(error) => {
+            tracing::warn!(%error, "cannot tell which hosts are alive for the answer");
+            None
+        }
+    }
+}
+
+/// Where a new server goes: the host an admin pinned, if it can take it,
+/// else the live, healthy host with room and the fewest servers. The
+/// writer checks the room again in the insert's transaction.
+async fn place(state: &AppState, pinned: Option<&str>) -> Result<Placement, ApiError> {
+    let alive = live_hosts(state).await?;
     let load = servers::load_by_host(&state.db.read).await?;
     let count = |host: &str| load.iter().find(|(h, _)| h == host).map_or(0, |(_, n)| *n);
+    let room = |p: &HostPresence| p.capacity.is_none_or(|c| count(&p.host) < i64::from(c));
+    if let Some(host) = pinned {
+        if let Err(e) = vsfleet_contract::subjects::check_host_id(host) {
+            return Err(ApiError::invalid_field("invalid_host", "host", e));
+        }
+        let conflict = |code, message: String| Err(ApiError::Conflict { code, message });
+        return match alive.iter().find(|p| p.host == host) {
+            None => {
+                conflict("host_not_alive", format!("host {host} is not alive; a new server can only go to a live host"))
+            }
+            Some(p) if p.degraded.is_some() => conflict(
+                "host_degraded",
+                format!("host {host} is degraded ({}); it takes no new servers", p.degraded.as_deref().unwrap_or("")),
+            ),
+            Some(p) if !room(p) => conflict(
+                "host_full",
+                format!("host {host} has {} servers, its capacity", p.capacity.unwrap_or_default()),
+            ),
+            Some(p) => Ok(Placement { host: p.host.clone(), capacity: p.capacity }),
+        };
+    }
     // A degraded host (Docker unreachable) would only hold the create in
     // its queue: prefer any healthy one.
-    let healthy = alive.iter().filter(|p| p.degraded.is_none());
-    if let Some(best) = healthy.min_by_key(|p| count(&p.host)) {
-        return Ok(best.host.clone());
+    let healthy: Vec<&HostPresence> = alive.iter().filter(|p| p.degraded.is_none()).collect();
+    if let Some(best) = healthy.iter().filter(|p| room(p)).min_by_key(|p| count(&p.host)) {
+        return Ok(Placement { host: best.host.clone(), capacity: best.capacity });
     }
     Err(ApiError::Unavailable {
         code: "no_host_available",
-        message: match alive.first() {
-            None => "no worker host is alive to place the server on".into(),
-            Some(p) => format!(
+        message: match (alive.first(), healthy.is_empty()) {
+            (None, _) => "no worker host is alive to place the server on".into(),
+            (Some(_), false) => format!("every live host is at its capacity ({} hosts)", healthy.len()),
+            (Some(p), true) => format!(
                 "no worker host can take a server now: {} is degraded ({})",
                 p.host,
                 p.degraded.as_deref().unwrap_or("")
             ),
         },
     })
+}
+
+struct Placement {
+    host: String,
+    capacity: Option<u32>,
 }
 
 /// Creates a server: the name, the limits (the configured defaults for
@@ -141,6 +189,7 @@ pub async fn create(
     user: &User,
     name: &str,
     requested: ServerSpec,
+    pinned: Option<&str>,
 ) -> Result<(Server, Job), ApiError> {
     let note = Note::new(Actor::User(user), "create", None);
     let name = match ServerName::parse(name) {
@@ -158,8 +207,12 @@ pub async fn create(
     if let Err(e) = ensure_broker(state) {
         return refuse(state, &note, e).await;
     }
-    let host = match place(state).await {
-        Ok(host) => host,
+    if pinned.is_some() && !user.is_admin {
+        let e = ApiError::invalid_field("host_not_allowed", "host", "only an admin may choose a server's host");
+        return refuse(state, &note, e).await;
+    }
+    let Placement { host, capacity } = match place(state, pinned).await {
+        Ok(placement) => placement,
         Err(e) => return refuse(state, &note, e.for_viewer(user)).await,
     };
 
@@ -178,6 +231,17 @@ pub async fn create(
                     "servers",
                     format!("a user may have {max} servers that are not deleted; delete one first"),
                 );
+                activity::record(conn, &note.refused(&refused))?;
+                return Ok(Err(refused));
+            }
+            // Racing creates placed on one host cannot both take its last place.
+            if let Some(capacity) = capacity
+                && servers::host_count_now(conn, &placed)? >= i64::from(capacity)
+            {
+                let refused = ApiError::Unavailable {
+                    code: "no_host_available",
+                    message: format!("host {placed} reached its capacity ({capacity}) meanwhile; try again"),
+                };
                 activity::record(conn, &note.refused(&refused))?;
                 return Ok(Err(refused));
             }

@@ -25,6 +25,11 @@ pub struct Server {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub purge_after: Option<DateTime<Utc>>,
+    /// Whether the server's host is alive (a heartbeat within three), set
+    /// for API answers only: a lost host's servers wait for it.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_alive: Option<bool>,
 }
 
 impl Server {
@@ -39,6 +44,12 @@ impl Server {
 
     pub fn visible_to(&self, user: &User) -> bool {
         user.is_admin || self.owner_id == user.id
+    }
+
+    /// The server with `host_alive` set from the live hosts, when they are known.
+    pub fn with_liveness(mut self, alive: Option<&[vsfleet_contract::HostPresence]>) -> Self {
+        self.host_alive = alive.map(|alive| alive.iter().any(|p| p.host == self.host));
+        self
     }
 
     /// The server as `user` may read it: without host paths in
@@ -121,6 +132,7 @@ pub fn insert_now(conn: &rusqlite::Connection, new: &NewServer<'_>) -> rusqlite:
         updated_at: now,
         deleted_at: None,
         purge_after: None,
+        host_alive: None,
     })
 }
 
@@ -166,6 +178,13 @@ pub fn live_count_now(conn: &rusqlite::Connection, owner_id: i64) -> rusqlite::R
         .query_row([owner_id], |row| row.get(0))
 }
 
+/// Servers on `host` that are not deleted (what its capacity counts). On
+/// the writer's connection.
+pub fn host_count_now(conn: &rusqlite::Connection, host: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM servers WHERE host = ?1 AND status != 'deleted'")?
+        .query_row([host], |row| row.get(0))
+}
+
 /// Sets a server's status. On the writer's connection.
 pub fn set_status_now(conn: &rusqlite::Connection, id: i64, status: ServerStatus) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE servers SET status = ?1, updated_at = ?2 WHERE id = ?3")?
@@ -192,6 +211,7 @@ impl Server {
             updated_at: at(row.get("updated_at")?)?,
             deleted_at: row.get::<_, Option<String>>("deleted_at")?.map(at).transpose()?,
             purge_after: row.get::<_, Option<String>>("purge_after")?.map(at).transpose()?,
+            host_alive: None,
         })
     }
 }

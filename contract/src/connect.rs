@@ -101,11 +101,12 @@ pub enum ConnectError {
 /// client reconnects by itself for as long as the process lives.
 pub async fn connect(settings: &Settings, role: Role<'_>) -> Result<async_nats::Client, ConnectError> {
     let url = settings.nats.url.as_str();
+    let servers = settings.nats.urls();
     let auth = settings.nats.auth()?;
     let mut delay = Duration::from_millis(100);
     loop {
         let options = options(settings, role, auth).await?;
-        match options.connect(url).await {
+        match options.connect(servers.as_slice()).await {
             Ok(client) => return Ok(client),
             Err(source) => match source.kind() {
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
@@ -161,7 +162,7 @@ async fn options(
         })?,
     };
     let tls = &settings.nats.tls;
-    if tls.is_set() || settings.nats.url.starts_with("tls://") {
+    if tls.is_set() || settings.nats.urls().iter().any(|u| u.starts_with("tls://")) {
         options = options.require_tls(true);
         if let Some(ca) = &tls.ca_file {
             read("nats.tls.ca_file", ca)?;

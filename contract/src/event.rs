@@ -153,6 +153,10 @@ pub struct HostPresence {
     /// its jobs wait in the queue until it recovers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// The most servers the host takes (`worker.capacity`); none from a
+    /// worker older than the setting, which then has no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub fn jobs_stream(settings: &Settings) -> stream::Config {
         subjects: vec![subjects.jobs_wildcard()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
+        num_replicas: settings.nats.replicas,
         duplicate_window: Duration::from_secs(settings.nats.duplicate_window_secs),
         // Nothing piles up unseen on a subject no worker consumes (a host
         // that is gone): old jobs age out (their deadlines passed long
@@ -43,6 +44,7 @@ pub fn events_stream(settings: &Settings) -> stream::Config {
         subjects: vec![subjects.events_wildcard()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
+        num_replicas: settings.nats.replicas,
         max_age: EVENTS_MAX_AGE,
         ..Default::default()
     }
@@ -57,6 +59,7 @@ pub fn schedule_stream(settings: &Settings) -> stream::Config {
         subjects: vec![subjects.schedule_wildcard()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
+        num_replicas: settings.nats.replicas,
         max_age: Duration::from_secs(3600),
         duplicate_window: (settings.longest_schedule_period() * 2).max(Duration::from_secs(120)),
         ..Default::default()
@@ -72,6 +75,7 @@ pub fn dead_stream(settings: &Settings) -> stream::Config {
         subjects: vec![format!("{}.dead.>", subjects.prefix())],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
+        num_replicas: settings.nats.replicas,
         max_age: Duration::from_secs(30 * 24 * 3600),
         // Forged messages land here too: bounded, the oldest go first.
         max_bytes: DEAD_MAX_BYTES,
@@ -89,6 +93,7 @@ pub fn hosts_bucket(settings: &Settings) -> kv::Config {
         // File, like every stream here: the bucket must outlive a broker
         // restart, or no worker could announce itself after one.
         storage: stream::StorageType::File,
+        num_replicas: settings.nats.replicas,
         ..Default::default()
     }
 }
@@ -99,7 +104,7 @@ pub enum SetupError {
     Stream {
         name: String,
         #[source]
-        source: jetstream::context::CreateStreamError,
+        source: StreamSetupError,
     },
     #[error("creating key-value bucket {name}: {source}")]
     Bucket {
@@ -107,6 +112,17 @@ pub enum SetupError {
         #[source]
         source: jetstream::context::CreateKeyValueError,
     },
+}
+
+/// The JetStream errors of creating, reading or changing a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamSetupError {
+    #[error(transparent)]
+    Create(#[from] jetstream::context::CreateStreamError),
+    #[error(transparent)]
+    Get(#[from] jetstream::context::GetStreamError),
+    #[error(transparent)]
+    Info(#[from] jetstream::context::RequestError),
 }
 
 pub struct Objects {
@@ -181,11 +197,21 @@ pub struct BindError {
     pub source: jetstream::context::GetStreamError,
 }
 
-/// Creates what is missing and returns handles to all of it.
+/// Creates what is missing and returns handles to all of it. A stream or
+/// bucket made with another `nats.replicas` is changed to it (JetStream
+/// moves the data), so a deployment can grow from one node to a cluster.
 pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Objects, SetupError> {
     let get = |config: stream::Config| async move {
         let name = config.name.clone();
-        js.get_or_create_stream(config).await.map_err(|source| SetupError::Stream { name, source })
+        let replicas = config.num_replicas;
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|source| SetupError::Stream { name: name.clone(), source: source.into() })?;
+        match set_replicas(js, stream.cached_info(), replicas).await? {
+            true => js.get_stream(&name).await.map_err(|source| SetupError::Stream { name, source: source.into() }),
+            false => Ok(stream),
+        }
     };
     let jobs = get(jobs_stream(settings)).await?;
     let events = get(events_stream(settings)).await?;
@@ -193,8 +219,24 @@ pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Obje
     let dead = get(dead_stream(settings)).await?;
     let bucket = hosts_bucket(settings);
     let name = bucket.bucket.clone();
+    if let Ok(mut existing) = js.get_stream(format!("KV_{name}")).await {
+        let info = existing.info().await.map_err(|e| SetupError::Stream { name: name.clone(), source: e.into() })?;
+        set_replicas(js, info, bucket.num_replicas).await?;
+    }
     let hosts = js.create_key_value(bucket).await.map_err(|source| SetupError::Bucket { name, source })?;
     Ok(Objects { jobs, events, schedule, dead, hosts })
+}
+
+/// Changes a stream's replicas when they differ; says whether it did.
+async fn set_replicas(js: &jetstream::Context, info: &stream::Info, replicas: usize) -> Result<bool, SetupError> {
+    if info.config.num_replicas == replicas {
+        return Ok(false);
+    }
+    let name = info.config.name.clone();
+    tracing::info!(stream = name, from = info.config.num_replicas, to = replicas, "changing the stream's replicas");
+    let config = stream::Config { num_replicas: replicas, ..info.config.clone() };
+    js.update_stream(config).await.map_err(|source| SetupError::Stream { name, source: source.into() })?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -214,6 +256,7 @@ mod tests {
         assert_eq!(file.retention, code.retention);
         assert_eq!(file.storage, code.storage);
         assert_eq!(file.max_age, code.max_age);
+        assert_eq!(file.num_replicas, code.num_replicas);
         // The server reads 0 and -1 alike: no limit.
         assert_eq!(file.max_bytes.max(0), code.max_bytes.max(0));
         assert_eq!(file.discard, code.discard);
@@ -237,6 +280,8 @@ mod tests {
         assert_eq!(worker["durable_name"], subjects.worker_consumer("host1"));
         assert_eq!(worker["filter_subject"], subjects.host_jobs_filter("host1"));
         assert_eq!(worker["max_deliver"], Settings::default().nats.max_deliver);
+        let ack_wait = Duration::from_secs(Settings::default().nats.ack_wait_secs).as_nanos() as u64;
+        assert_eq!(worker["ack_wait"], ack_wait);
         let api: serde_json::Value = serde_json::from_str(include_str!("../../nats/api-consumer.json")).unwrap();
         assert_eq!(api["durable_name"], subjects.api_events_consumer());
         assert_eq!(api["filter_subject"], subjects.api_events_filter());

@@ -39,7 +39,10 @@ pub struct NatsSettings {
     /// How long JetStream remembers a `Nats-Msg-Id`: a job published twice
     /// within it (the api's outbox retrying) runs once.
     pub duplicate_window_secs: u64,
-    /// How long a worker may hold a job before JetStream redelivers it.
+    /// How long a worker may hold a job without a sign of life before
+    /// JetStream redelivers it. A worker signals progress every third of it
+    /// while it works, so this bounds how long a job held by a killed
+    /// worker waits, not how long a job may take.
     pub ack_wait_secs: u64,
     /// Deliveries of one job before it is given up.
     pub max_deliver: i64,
@@ -66,6 +69,10 @@ pub struct NatsSettings {
     /// The most the jobs stream may hold; past it new jobs are refused
     /// (the api answers 503 and keeps them in its outbox), never old ones dropped.
     pub jobs_max_bytes: i64,
+    /// Copies of every stream and bucket in a JetStream cluster (1, 3 or 5;
+    /// at most the cluster's size). 3 keeps the services working when one
+    /// node of three is lost.
+    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -186,6 +193,9 @@ pub struct WorkerSettings {
     /// Seconds Docker waits after SIGTERM before it kills a stopping container.
     pub stop_timeout_secs: i32,
     pub heartbeat_secs: u64,
+    /// The most servers (deleted ones not yet purged included) this host
+    /// takes; the api places a new server only on a host below it.
+    pub capacity: u32,
     /// Run servers unconfined: every capability but CAP_SYS_RESOURCE, no
     /// seccomp or AppArmor profile, writable /proc/sys, all devices. Only
     /// for the default-runtime stand-in for Sysbox in tests, whose inner
@@ -227,7 +237,7 @@ impl Default for Settings {
                 url: "nats://127.0.0.1:4222".into(),
                 prefix: "vs".into(),
                 duplicate_window_secs: 24 * 3600,
-                ack_wait_secs: 600,
+                ack_wait_secs: 30,
                 max_deliver: 5,
                 publish_timeout_ms: 5000,
                 user: None,
@@ -238,6 +248,7 @@ impl Default for Settings {
                 tls: NatsTls::default(),
                 jobs_max_age_secs: 24 * 3600,
                 jobs_max_bytes: 1 << 30,
+                replicas: 1,
             },
             api: ApiSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -275,6 +286,7 @@ impl Default for Settings {
                 concurrency: 4,
                 stop_timeout_secs: 30,
                 heartbeat_secs: 5,
+                capacity: 100,
                 unconfined: false,
                 follow_docker_events: true,
                 monitor_interval_ms: 3000,
@@ -339,8 +351,13 @@ impl Settings {
         if !self.database.url.starts_with("sqlite:") {
             return invalid("database.url", format!("{:?} is not a sqlite: URL", self.database.url));
         }
-        if !self.nats.url.starts_with("nats://") && !self.nats.url.starts_with("tls://") {
-            return invalid("nats.url", format!("{:?} is not a nats:// URL", self.nats.url));
+        if self.nats.urls().is_empty() {
+            return invalid("nats.url", "names no server".into());
+        }
+        for url in self.nats.urls() {
+            if !url.starts_with("nats://") && !url.starts_with("tls://") {
+                return invalid("nats.url", format!("{url:?} is not a nats:// URL"));
+            }
         }
         if !self.worker.data_root.is_absolute() {
             return invalid("worker.data_root", format!("{:?} is not an absolute path", self.worker.data_root));
@@ -425,6 +442,21 @@ impl Settings {
                 return invalid(key, "must be at least 1".into());
             }
         }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return invalid(
+                "nats.replicas",
+                "must be 1 to 5 (JetStream's limit), and at most the cluster's size".into(),
+            );
+        }
+        if self.nats.ack_wait_secs < 3 {
+            return invalid(
+                "nats.ack_wait_secs",
+                "must be at least 3 (progress is signalled every third of it)".into(),
+            );
+        }
+        if self.worker.capacity == 0 {
+            return invalid("worker.capacity", "must be at least 1".into());
+        }
         if self.worker.pids_limit < 1 {
             return invalid("worker.pids_limit", "must be at least 1".into());
         }
@@ -448,6 +480,13 @@ impl Settings {
 }
 
 impl NatsSettings {
+    /// The servers of `nats.url`, a comma-separated list (the nodes of a
+    /// cluster: the client connects to any that answers, and learns the
+    /// others from it).
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }

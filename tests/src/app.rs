@@ -273,6 +273,15 @@ impl TestApp {
         }
     }
 
+    /// Stops the second host's workers gracefully (their presence entry
+    /// goes with them: the host is at once not alive).
+    pub async fn stop_other_workers(&mut self) {
+        for (stop, task) in self.other_workers.drain(..) {
+            stop.cancel();
+            tokio::time::timeout(WAIT, task).await.expect("worker stops in time").unwrap();
+        }
+    }
+
     /// Stops the in-process api gracefully (its address stays reserved in
     /// `settings.api.listen` for a restart).
     pub async fn stop_api(&mut self) {

@@ -67,7 +67,7 @@ impl Worker {
         });
         // Announce before consuming, so the api can place servers here as
         // soon as `build` returns.
-        presence::announce(&hosts, &settings.worker.host_id, chrono::Utc::now(), None)
+        presence::announce(&hosts, &settings.worker.host_id, chrono::Utc::now(), None, settings.worker.capacity)
             .await
             .context("announcing this host in the hosts bucket")?;
         Ok(Self { settings, nats, js, consumer, sync, hosts, ctx, health: health_tx })
@@ -87,12 +87,23 @@ impl Worker {
             tokio::spawn(crate::health::run(ctx.ops.containers.docker().clone(), health, heartbeat, shutdown.clone())),
             tokio::spawn(presence::run(
                 hosts,
-                settings.worker.host_id.clone(),
+                presence::Announcement {
+                    host: settings.worker.host_id.clone(),
+                    capacity: settings.worker.capacity,
+                    every: heartbeat,
+                },
                 ctx.health.clone(),
-                heartbeat,
                 shutdown.clone(),
             )),
             tokio::spawn(inventory::run(sync, ctx.ops.clone(), js.clone(), settings.clone(), shutdown.clone())),
+            tokio::spawn(inventory::report_on_return(
+                nats.clone(),
+                ctx.ops.clone(),
+                js.clone(),
+                settings.clone(),
+                ctx.health.clone(),
+                shutdown.clone(),
+            )),
         ];
         background.push(tokio::spawn(crate::control::run(
             nats.clone(),

@@ -23,18 +23,17 @@ pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> 
     let subjects = settings.subjects();
     let host = &settings.worker.host_id;
     let name = subjects.worker_consumer(host);
+    // Create or update: a changed ack wait or max deliver applies to a
+    // consumer made by an earlier version.
     let consumer = jobs
-        .get_or_create_consumer(
-            &name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects.host_jobs_filter(host),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
-                max_deliver: settings.nats.max_deliver,
-                ..Default::default()
-            },
-        )
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subjects.host_jobs_filter(host),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+            max_deliver: settings.nats.max_deliver,
+            ..Default::default()
+        })
         .await?;
     Ok(consumer)
 }
@@ -182,7 +181,9 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
             action,
             attempt,
         };
-        let ack = job.execute(request.spec.as_ref(), deadline).await;
+        // Progress is signalled from fetch to ack (lock wait, Docker work,
+        // reports), so a short ack wait redelivers only a job whose worker died.
+        let ack = job.with_progress(job.execute(request.spec.as_ref(), deadline)).await;
         if let Err(error) = message.ack_with(ack).await {
             tracing::warn!(%error, ?ack, "acknowledging the job failed; it will be redelivered");
         }
@@ -217,7 +218,7 @@ impl<E: Execute> Job<'_, E> {
         let ready = async {
             if let Some(why) = self.ctx.health.degraded() {
                 tracing::warn!(why, "host degraded: the job waits for Docker");
-                self.with_progress(self.ctx.health.wait_until_healthy()).await;
+                self.ctx.health.wait_until_healthy().await;
             }
             lock::lock(&self.ctx.root, self.server_id, || self.progress()).await
         };
@@ -235,9 +236,7 @@ impl<E: Execute> Job<'_, E> {
                 }
                 tracing::info!(action = %self.action, "job started");
                 let attempt = self.ctx.retry.run(|| self.ctx.ops.run(self.action, self.server_id, spec));
-                within(deadline, self.with_progress(attempt))
-                    .await
-                    .unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
+                within(deadline, attempt).await.unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
             }
         };
         let phase = match outcome {
@@ -313,7 +312,7 @@ impl<E: Execute> Job<'_, E> {
     }
 
     /// Runs `work`, signalling progress every third of the ack wait so a
-    /// long job is not redelivered while it is still running.
+    /// job is not redelivered while its worker is alive and working on it.
     async fn with_progress<T>(&self, work: impl std::future::Future<Output = T>) -> T {
         let every = (self.ctx.ack_wait / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

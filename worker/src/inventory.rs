@@ -13,6 +13,7 @@ use vsfleet_contract::schedule::Tick;
 use vsfleet_contract::{Inventory, SeenContainer, ServerId, Settings};
 
 use crate::error::OpError;
+use crate::health::Health;
 use crate::layout::DataRoot;
 use crate::ops::Operations;
 use crate::publish;
@@ -136,6 +137,49 @@ pub async fn run(
         }
     })
     .await
+}
+
+/// Reports the inventory when the worker starts, when its connection to
+/// NATS comes back and when Docker answers again, so a host that was away
+/// (killed, cut off, its engine down) is reconciled at once rather than at
+/// the next sync tick.
+pub async fn report_on_return(
+    nats: async_nats::Client,
+    ops: Operations,
+    js: jetstream::Context,
+    settings: Settings,
+    mut health: Health,
+    shutdown: CancellationToken,
+) {
+    let host = settings.worker.host_id.clone();
+    let subject = settings.subjects().inventory_events(&host);
+    let mut due = true;
+    let mut was_connected = true;
+    let mut not_before = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            () = health.changed() => due |= health.degraded().is_none(),
+        }
+        let connected = nats.connection_state() == async_nats::connection::State::Connected;
+        due |= connected && !was_connected;
+        was_connected = connected;
+        if !due || !connected || health.degraded().is_some() || tokio::time::Instant::now() < not_before {
+            continue;
+        }
+        match report(&ops, &js, &subject, &host).await {
+            Ok(parts) => {
+                tracing::info!(parts, "inventory reported on (re)connection");
+                due = false;
+            }
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "cannot report the inventory; trying again shortly");
+                not_before = tokio::time::Instant::now() + Duration::from_secs(2);
+            }
+        }
+    }
 }
 
 async fn report(ops: &Operations, js: &jetstream::Context, subject: &str, host: &str) -> anyhow::Result<usize> {

@@ -16,6 +16,7 @@ pub async fn announce(
     host: &str,
     started_at: DateTime<Utc>,
     degraded: Option<String>,
+    capacity: u32,
 ) -> anyhow::Result<()> {
     let presence = HostPresence {
         host: host.to_owned(),
@@ -23,6 +24,7 @@ pub async fn announce(
         seen_at: Utc::now(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         degraded,
+        capacity: Some(capacity),
     };
     bucket.put(host, serde_json::to_vec(&presence)?.into()).await?;
     Ok(())
@@ -32,7 +34,14 @@ pub async fn announce(
 /// changes, until shut down; then removes it so the host stops receiving
 /// new servers at once. Processes on one host share the entry: another one
 /// still running puts it back at its next heartbeat.
-pub async fn run(bucket: kv::Store, host: String, mut health: Health, every: Duration, shutdown: CancellationToken) {
+pub struct Announcement {
+    pub host: String,
+    pub capacity: u32,
+    pub every: Duration,
+}
+
+pub async fn run(bucket: kv::Store, this: Announcement, mut health: Health, shutdown: CancellationToken) {
+    let Announcement { host, capacity, every } = this;
     let started_at = Utc::now();
     let mut tick = tokio::time::interval(every);
     loop {
@@ -41,7 +50,7 @@ pub async fn run(bucket: kv::Store, host: String, mut health: Health, every: Dur
             _ = tick.tick() => {}
             () = health.changed() => {}
         }
-        if let Err(error) = announce(&bucket, &host, started_at, health.degraded()).await {
+        if let Err(error) = announce(&bucket, &host, started_at, health.degraded(), capacity).await {
             tracing::warn!(error = format!("{error:#}"), "presence: cannot announce this host");
         }
     }

@@ -44,6 +44,8 @@ pub struct CreateServer {
     name: String,
     cpus: Option<f64>,
     memory_mb: Option<u64>,
+    /// Admins only: the host to put the server on.
+    host: Option<String>,
 }
 
 pub async fn create_server(
@@ -52,8 +54,9 @@ pub async fn create_server(
     ApiJson(body): ApiJson<CreateServer>,
 ) -> Reply {
     let spec = ServerSpec { cpus: body.cpus, memory_mb: body.memory_mb };
-    let (server, job) = lifecycle::create(&state, &user, &body.name, spec).await?;
-    ok(StatusCode::ACCEPTED, json!({ "server": server, "job": job }))
+    let (server, job) = lifecycle::create(&state, &user, &body.name, spec, body.host.as_deref()).await?;
+    let alive = lifecycle::live_hosts_or_none(&state).await;
+    ok(StatusCode::ACCEPTED, json!({ "server": server.with_liveness(alive.as_deref()), "job": job }))
 }
 
 #[derive(Deserialize)]
@@ -67,10 +70,11 @@ pub async fn list_servers(
     CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Reply {
+    let alive = lifecycle::live_hosts_or_none(&state).await;
     let list: Vec<_> = servers::list(&state.db.read, &user, q.include_deleted)
         .await?
         .into_iter()
-        .map(|s| s.for_viewer(&user))
+        .map(|s| s.with_liveness(alive.as_deref()).for_viewer(&user))
         .collect();
     ok(StatusCode::OK, json!({ "servers": list }))
 }
@@ -81,7 +85,8 @@ pub async fn get_server(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let server = servers::get_visible(&state.db.read, &user, server_id(&id)?).await?;
-    ok(StatusCode::OK, json!({ "server": server.for_viewer(&user) }))
+    let alive = lifecycle::live_hosts_or_none(&state).await;
+    ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }))
 }
 
 #[derive(Deserialize)]
@@ -97,7 +102,8 @@ pub async fn rename_server(
     ApiJson(body): ApiJson<Rename>,
 ) -> Reply {
     let server = lifecycle::rename(&state, &user, server_id(&id)?, &body.name).await?;
-    ok(StatusCode::OK, json!({ "server": server.for_viewer(&user) }))
+    let alive = lifecycle::live_hosts_or_none(&state).await;
+    ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }))
 }
 
 pub async fn delete_server(
@@ -106,7 +112,7 @@ pub async fn delete_server(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let job = lifecycle::request(&state, Actor::User(&user), server_id(&id)?, Action::Delete).await?;
-    ok(StatusCode::ACCEPTED, json!({ "job": job }))
+    accepted(&state, job).await
 }
 
 #[derive(Deserialize)]
@@ -132,10 +138,22 @@ pub async fn server_action(
     };
     if action == Action::Stop && query.force {
         let server = lifecycle::force_stop(&state, &user, id).await?;
-        return ok(StatusCode::OK, json!({ "server": server.for_viewer(&user) }));
+        let alive = lifecycle::live_hosts_or_none(&state).await;
+        return ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }));
     }
     let job = lifecycle::request(&state, Actor::User(&user), id, action).await?;
-    ok(StatusCode::ACCEPTED, json!({ "job": job }))
+    accepted(&state, job).await
+}
+
+/// A 202 for an accepted job; when its host is not alive the job waits on
+/// the host's queue, and the answer says so.
+async fn accepted(state: &AppState, job: crate::jobs::Job) -> Reply {
+    let alive = lifecycle::live_hosts_or_none(state).await;
+    if alive.is_none_or(|alive| alive.iter().any(|p| p.host == job.host)) {
+        return ok(StatusCode::ACCEPTED, json!({ "job": job }));
+    }
+    let warning = format!("host {} is not alive: the job waits on its queue and runs when the host is back", job.host);
+    ok(StatusCode::ACCEPTED, json!({ "job": job, "warning": warning }))
 }
 
 pub async fn server_jobs(
@@ -197,6 +215,7 @@ pub async fn hosts(State(state): State<AppState>, CurrentUser(user): CurrentUser
                 "host": h,
                 "alive": presence.is_some(),
                 "degraded": presence.and_then(|p| p.degraded.as_deref()),
+                "capacity": presence.and_then(|p| p.capacity),
                 "last_sync": syncs.get(&h),
             })
         })

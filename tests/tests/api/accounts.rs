@@ -158,17 +158,26 @@ async fn users_manage_only_their_own_tokens_and_admins_everything() {
     app.teardown().await;
 }
 
-/// Runs `vsfleet-api --config <test config> args…`; returns stdout.
-fn cli(app: &TestApp, args: &[&str]) -> String {
+/// Runs `vsfleet-api --config <test config> args…`; returns stdout. The
+/// command runs off the test's runtime: the api under test lives on that
+/// runtime, and a write it has begun must be able to finish while the
+/// command waits for the database.
+async fn cli(app: &TestApp, args: &[&str]) -> String {
     let config = app.write_config("api");
-    let out = std::process::Command::new(bin_dir().join("vsfleet-api"))
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("vsfleet-api runs");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let shown = format!("{args:?}");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin_dir().join("vsfleet-api"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("vsfleet-api runs")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{shown}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -176,29 +185,29 @@ fn cli(app: &TestApp, args: &[&str]) -> String {
 async fn the_command_line_creates_lists_and_revokes_tokens_and_disables_users() {
     let app = spawn_app().await;
     app.create_user("ona@example.test").await;
-    let printed = cli(&app, &["token", "create", "--email", "ona@example.test"]);
+    let printed = cli(&app, &["token", "create", "--email", "ona@example.test"]).await;
     let token = printed.trim();
     assert!(token.starts_with("vsf_") && !token.contains(char::is_whitespace), "only the token: {printed:?}");
     assert_eq!(app.call(Method::GET, "/v1/servers", Some(token), None).await.0, StatusCode::OK);
 
-    let listed = cli(&app, &["token", "list", "--email", "ona@example.test"]);
+    let listed = cli(&app, &["token", "list", "--email", "ona@example.test"]).await;
     assert!(!listed.contains("vsf_"), "no secrets in the list: {listed}");
     let rows: Vec<&str> = listed.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{listed}");
     let newest = rows[1].split_whitespace().next().unwrap();
-    cli(&app, &["token", "revoke", newest]);
+    cli(&app, &["token", "revoke", newest]).await;
     let since = Instant::now();
     let took = time_to_401(&app, &format!("http://{}", app.addr), token, since).await;
     assert!(took < Duration::from_secs(1), "revoked from the command line, still worked after {took:?}");
-    let listed = cli(&app, &["token", "list", "--email", "ona@example.test"]);
+    let listed = cli(&app, &["token", "list", "--email", "ona@example.test"]).await;
     let revoked = listed.lines().find(|l| l.starts_with(newest)).unwrap();
     assert!(!revoked.trim_end().ends_with('-'), "listed as revoked: {listed}");
 
-    let fresh = cli(&app, &["token", "create", "--email", "ona@example.test"]);
-    cli(&app, &["user", "disable", "--email", "ona@example.test"]);
+    let fresh = cli(&app, &["token", "create", "--email", "ona@example.test"]).await;
+    cli(&app, &["user", "disable", "--email", "ona@example.test"]).await;
     let took = time_to_401(&app, &format!("http://{}", app.addr), fresh.trim(), Instant::now()).await;
     assert!(took < Duration::from_secs(1), "{took:?}");
-    cli(&app, &["user", "enable", "--email", "ona@example.test"]);
+    cli(&app, &["user", "enable", "--email", "ona@example.test"]).await;
     assert_eq!(app.call(Method::GET, "/v1/servers", Some(fresh.trim()), None).await.0, StatusCode::OK);
     app.teardown().await;
 }

@@ -20,5 +20,6 @@ mod lifecycle;
 mod limits;
 mod monitor;
 mod outage;
+mod placement;
 mod schedule;
 mod trust;
