@@ -73,11 +73,18 @@ pub struct Service {
 impl Service {
     /// Starts `bin` from [`bin_dir`] with `args`, logging to `log`.
     pub fn spawn(name: &str, bin: &str, args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
+        Self::spawn_at(name, &bin_dir().join(bin), args, env, log)
+    }
+
+    /// Starts the binary at `path` with `args`, logging to `log`.
+    pub fn spawn_at(name: &str, path: &Path, args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let err = out.try_clone().unwrap();
-        let path = bin_dir().join(bin);
-        let child = Command::new(&path)
+        let child = Command::new(path)
             .args(args)
+            // The services read every VSFLEET_* variable as a setting and
+            // refuse unknown ones: this one is the harness's, not theirs.
+            .env_remove("VSFLEET_BIN_DIR")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", std::env::var("VSFLEET_SERVICE_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")

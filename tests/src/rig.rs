@@ -24,12 +24,8 @@
 //!   ([`Service`]), SQLite in the rig's directory, an admin token made with
 //!   `vsfleet-api user create`.
 //!
-//! `nats.url` is one address: async-nats 0.51 does not read a comma-separated
-//! list (`"nats://a:4222,nats://b:4222"` is refused as an invalid port). So
-//! each service is given one node (the api and host1's worker node 1, the
-//! scheduler and host2's worker node 2, host3's worker node 3) and finds the
-//! others in the cluster's `connect_urls`, which async-nats reads when it
-//! connects; the rig starts the services only once the cluster has formed.
+//! Every service is given the three nodes in `nats.url` (a comma-separated
+//! list), so it connects to any that answers and fails over to the others.
 //!
 //! Everything the rig makes carries the label `vsfleet.rig=<id>` or the name
 //! `vsrig-<id>…` (the directory is `/tmp/vsrig-<id>`), and is removed by
@@ -118,6 +114,9 @@ pub struct RigConfig {
     pub extra: Vec<(String, toml::Value)>,
     /// Changes to the rig's settings (all services share them).
     pub adjust: Option<Box<dyn FnOnce(&mut Settings) + Send>>,
+    /// Where `vsfleet-api`, `-worker` and `-scheduler` are (default
+    /// [`bin_dir`]: the debug build); the bench gives its release build.
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for RigConfig {
@@ -127,6 +126,7 @@ impl Default for RigConfig {
             nats_nodes: 3,
             extra: vec![("nats.replicas".into(), toml::Value::Integer(3))],
             adjust: None,
+            bin_dir: None,
         }
     }
 }
@@ -325,6 +325,8 @@ pub struct Rig {
     /// Those this build's `Settings` does not know (left out).
     pub unsupported: Vec<String>,
     pub passwords: HashMap<String, String>,
+    /// Where the service binaries are.
+    pub bin_dir: PathBuf,
     pub api: Api,
     /// A pool on the api's database, to read real rows.
     pub db: SqlitePool,
@@ -408,6 +410,7 @@ impl Rig {
             extra,
             unsupported,
             passwords,
+            bin_dir: config.bin_dir.unwrap_or_else(|| bin_dir().to_owned()),
             api,
             db: SqlitePool::connect_lazy("sqlite::memory:").unwrap(),
             machine,
@@ -426,8 +429,8 @@ impl Rig {
         rig.prepare_hosts().await;
 
         // The admin (the CLI applies the migrations), the api, the workers, the scheduler.
-        let api_config = rig.write_config("api", &rig.nats[0].url());
-        let out = tokio::process::Command::new(bin_dir().join("vsfleet-api"))
+        let api_config = rig.write_config("api", &rig.nats_url());
+        let out = tokio::process::Command::new(rig.bin_dir.join("vsfleet-api"))
             .args(["--config", path_str(&api_config), "user", "create", "--email", "admin@rig.test", "--admin"])
             .env("RUST_LOG", "warn")
             .output()
@@ -474,9 +477,14 @@ impl Rig {
         settings
     }
 
-    /// A NATS client as the api's user (which owns the streams) through node `node`.
-    pub async fn nats_client(&self, node: usize) -> async_nats::Client {
-        vsfleet_contract::connect::connect(&self.settings_as("api", &self.nats[node].url()), Role::Api)
+    /// `nats.url` of the services: every node of the cluster.
+    pub fn nats_url(&self) -> String {
+        self.nats.iter().map(NatsNode::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// A NATS client as the api's user (which owns the streams), to any node.
+    pub async fn nats_client(&self) -> async_nats::Client {
+        vsfleet_contract::connect::connect(&self.settings_as("api", &self.nats_url()), Role::Api)
             .await
             .expect("connecting to the rig's NATS")
     }
@@ -536,7 +544,7 @@ impl Rig {
     fn copy_binaries(&self) {
         let bin = self.dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        let worker = bin_dir().join("vsfleet-worker");
+        let worker = self.bin_dir.join("vsfleet-worker");
         let nats = crate::nats_server::binary();
         for (from, name) in [(worker, "vsfleet-worker"), (nats, "nats-server")] {
             let from = if from.is_absolute() { from } else { which(&from) };
@@ -647,9 +655,8 @@ impl Rig {
             std::fs::write(dir.join("rig/host.sh"), HOST_SCRIPT).unwrap();
             // The worker waits until the engine has the image and network.
             std::fs::write(dir.join("rig/ctl/hold"), "").unwrap();
-            let node = &self.nats[i % self.nats.len()];
             let user = permissions::worker_user(id);
-            let mut settings = self.settings_as(&user, &node.url());
+            let mut settings = self.settings_as(&user, &self.nats_url());
             settings.worker.host_id = id.clone();
             let mut table = to_table(&settings);
             for (key, value) in &self.extra {
@@ -741,10 +748,16 @@ impl Rig {
 
     /// Starts the api process (on the rig's port); returns when it answers.
     pub async fn start_api(&mut self) {
-        let config = self.write_config("api", &self.nats[0].url());
+        let config = self.write_config("api", &self.nats_url());
         self.spawned += 1;
         let name = format!("api-{}", self.spawned);
-        let service = Service::spawn(&name, "vsfleet-api", &["--config", path_str(&config)], &[], &self.dir.join(format!("{name}.log")));
+        let service = Service::spawn_at(
+            &name,
+            &self.bin_dir.join("vsfleet-api"),
+            &["--config", path_str(&config)],
+            &[],
+            &self.dir.join(format!("{name}.log")),
+        );
         write_pid(&self.dir, "api", service.pid());
         self.api_service = Some(service);
         let api = self.api.clone();
@@ -772,12 +785,16 @@ impl Rig {
     }
 
     pub async fn start_scheduler(&mut self) {
-        let url = self.nats[1 % self.nats.len()].url();
-        let config = self.write_config("scheduler", &url);
+        let config = self.write_config("scheduler", &self.nats_url());
         self.spawned += 1;
         let name = format!("scheduler-{}", self.spawned);
-        let service =
-            Service::spawn(&name, "vsfleet-scheduler", &["--config", path_str(&config)], &[], &self.dir.join(format!("{name}.log")));
+        let service = Service::spawn_at(
+            &name,
+            &self.bin_dir.join("vsfleet-scheduler"),
+            &["--config", path_str(&config)],
+            &[],
+            &self.dir.join(format!("{name}.log")),
+        );
         write_pid(&self.dir, "scheduler", service.pid());
         self.scheduler_service = Some(service);
     }
@@ -873,6 +890,20 @@ impl Rig {
 
     // --- nats nodes ---
 
+    /// The node a client named `name` (`vsfleet-api`, `vsfleet-worker host1` …)
+    /// is connected to, from the nodes' `/connz`.
+    pub async fn nats_node_of(&self, name: &str) -> Option<usize> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+        for (i, node) in self.nats.iter().enumerate() {
+            let Ok(resp) = http.get(node.monitor("/connz")).send().await else { continue };
+            let Ok(connz) = resp.json::<Value>().await else { continue };
+            if connz["connections"].as_array().into_iter().flatten().any(|c| c["name"] == name) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
     pub async fn kill_nats(&self, i: usize) {
         docker(&["kill", &self.nats[i].container]).await.expect("docker kill of a nats node");
     }
@@ -932,7 +963,7 @@ impl Rig {
     /// Waits until host `i`'s jobs consumer holds nothing: no job pending,
     /// none delivered and unacknowledged (so no redelivery is still to come).
     pub async fn wait_consumer_drained(&self, i: usize, timeout: Duration) {
-        let js = async_nats::jetstream::new(self.nats_client(i % self.nats.len()).await);
+        let js = async_nats::jetstream::new(self.nats_client().await);
         let stream = format!("{}_jobs", self.prefix());
         let name = format!("worker-{}", self.hosts[i].id);
         wait_for(&format!("the jobs consumer of {} drains", self.hosts[i].id), timeout, || async {

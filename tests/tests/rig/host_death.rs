@@ -37,6 +37,9 @@ async fn a_killed_host_is_seen_dead_its_jobs_wait_and_run_when_it_returns() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The last heartbeat came at most one heartbeat before the kill; the
+    // api counts a heartbeat's age in whole seconds: three heartbeats plus
+    // one, plus the polling.
     let dead_after = seen_dead.values().cloned().fold(0.0, f64::max);
     eprintln!("host {victim} killed: host_alive false after {dead_after:.2} s (heartbeat {HEARTBEAT:?})");
     assert!(

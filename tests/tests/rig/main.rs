@@ -99,8 +99,8 @@ impl Sampler {
 
 /// Every job event in the events stream, by job id: (phase, attempt,
 /// observed container), in stream order.
-pub async fn job_events(rig: &Rig, node: usize) -> HashMap<String, Vec<(String, u64, Option<String>)>> {
-    let client = rig.nats_client(node).await;
+pub async fn job_events(rig: &Rig) -> HashMap<String, Vec<(String, u64, Option<String>)>> {
+    let client = rig.nats_client().await;
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(format!("{}_events", rig.prefix())).await.expect("the events stream");
     let info = stream.get_info().await.unwrap();

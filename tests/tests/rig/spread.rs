@@ -1,8 +1,11 @@
 //! Three hosts, nine creates: three servers in each host's own engine, with
-//! the right mounts, and none in the machine's engine.
+//! the right mounts, and none in the machine's engine; then every host is
+//! at its capacity.
 
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
+use serde_json::json;
 use vsfleet_tests::rig::{HOST_DATA_ROOT, Rig, RigConfig};
 
 use crate::{create_running, timing};
@@ -44,6 +47,12 @@ async fn nine_creates_spread_three_to_each_host_engine() {
         }
     }
     assert!(rig.machine_containers().await.is_empty(), "servers were created in the machine's engine");
+
+    // Every host is at its capacity: a tenth create is refused, a pin too.
+    let (status, body) = rig.api.post("/v1/servers", json!({ "name": "dešimtas" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no_host_available")), "{body}");
+    let (status, body) = rig.api.post("/v1/servers", json!({ "name": "dešimtas", "host": rig.hosts[0].id })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("host_full")), "{body}");
     rig.assert_converged(Duration::from_secs(10)).await;
     rig.down().await;
     timing("nine_creates_spread_three_to_each_host_engine", started);
