@@ -7,6 +7,7 @@
 //! scripts/bench                 # builds in release mode, then runs all
 //! vsfleet-bench all --json target/bench.json
 //! vsfleet-bench drift reconcile
+//! vsfleet-bench hosts           # the multi-host rig: not part of all
 //! ```
 
 mod accept;
@@ -15,6 +16,7 @@ mod cpu;
 mod dispatch;
 mod drift;
 mod footprint;
+mod hosts;
 mod lifecycle;
 mod reconcile;
 mod report;
@@ -46,6 +48,8 @@ enum Scenario {
     Drift,
     Reconcile,
     Footprint,
+    /// On the multi-host rig: not part of `all` (it needs the Docker-in-Docker image).
+    Hosts,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +79,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if wants(Scenario::Footprint) {
         rows.extend(footprint::run().await?);
+    }
+    if cli.scenarios.contains(&Scenario::Hosts) {
+        rows.extend(hosts::run().await?);
     }
     report::print(&rows);
     report::write_json(&cli.json, &rows)?;

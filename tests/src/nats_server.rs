@@ -115,7 +115,9 @@ fn spawn(dir: &Path, port: Option<u16>, config: Option<&(PathBuf, Vec<(String, S
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/ensure-nats-server): {e}", bin.display()))
 }
 
-fn binary() -> PathBuf {
+/// `$NATS_SERVER_BIN`, else the one `scripts/ensure-nats-server` installs,
+/// else the name alone (found on `PATH`).
+pub fn binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
         return bin.into();
     }

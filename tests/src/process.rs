@@ -17,7 +17,7 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
-/// The directory holding `vsfleet-api` and `vsfleet-worker`:
+/// The directory holding `vsfleet-api`, `vsfleet-worker` and `vsfleet-scheduler`:
 /// `$VSFLEET_BIN_DIR`, else the workspace's debug build, rebuilt when it is
 /// missing or older than this test binary (which is rebuilt whenever the
 /// services' code changes). `scripts/test` builds them beforehand.
@@ -32,7 +32,7 @@ pub fn bin_dir() -> &'static Path {
         let dir = target.join("debug");
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let ours = std::env::current_exe().ok().and_then(|p| modified(&p));
-        let stale = ["vsfleet-api", "vsfleet-worker"].iter().any(|b| match (modified(&dir.join(b)), ours) {
+        let stale = ["vsfleet-api", "vsfleet-worker", "vsfleet-scheduler"].iter().any(|b| match (modified(&dir.join(b)), ours) {
             (Some(bin), Some(ours)) => bin < ours,
             _ => true,
         });
@@ -58,7 +58,7 @@ fn build(workspace: &Path) {
         .current_dir(workspace)
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| keep(k)))
-        .args(["build", "--quiet", "-p", "vsfleet-api", "-p", "vsfleet-worker", "--bins"])
+        .args(["build", "--quiet", "-p", "vsfleet-api", "-p", "vsfleet-worker", "-p", "vsfleet-scheduler", "--bins"])
         .status()
         .expect("running cargo build for the service binaries");
     assert!(status.success(), "cargo build of the service binaries failed");
@@ -73,11 +73,18 @@ pub struct Service {
 impl Service {
     /// Starts `bin` from [`bin_dir`] with `args`, logging to `log`.
     pub fn spawn(name: &str, bin: &str, args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
+        Self::spawn_at(name, &bin_dir().join(bin), args, env, log)
+    }
+
+    /// Starts the binary at `path` with `args`, logging to `log`.
+    pub fn spawn_at(name: &str, path: &Path, args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let err = out.try_clone().unwrap();
-        let path = bin_dir().join(bin);
-        let child = Command::new(&path)
+        let child = Command::new(path)
             .args(args)
+            // The services read every VSFLEET_* variable as a setting and
+            // refuse unknown ones: this one is the harness's, not theirs.
+            .env_remove("VSFLEET_BIN_DIR")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", std::env::var("VSFLEET_SERVICE_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
