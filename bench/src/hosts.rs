@@ -72,7 +72,10 @@ async fn throughput(rig: &Rig) -> anyhow::Result<f64> {
     for n in 0..SERVERS {
         let (status, body) = rig.api.post("/v1/servers", json!({ "name": format!("greitis {n}") })).await;
         anyhow::ensure!(status == 202, "create: {body}");
-        created.push((body["server"]["id"].as_i64().unwrap_or_default(), body["job"]["id"].as_str().unwrap_or_default().to_owned()));
+        created.push((
+            body["server"]["id"].as_i64().unwrap_or_default(),
+            body["job"]["id"].as_str().unwrap_or_default().to_owned(),
+        ));
     }
     for (_, job) in &created {
         let job = rig.api.wait_job(job, Duration::from_secs(120)).await;
@@ -115,7 +118,11 @@ async fn deaths(rig: &Rig) -> anyhow::Result<Vec<Duration>> {
     for round in 0..DEATHS {
         let i = round % rig.hosts.len();
         let host = rig.hosts[i].id.clone();
-        let id = servers.iter().find(|(_, h, _)| *h == host).map(|(id, _, _)| *id).ok_or_else(|| anyhow::anyhow!("no server on {host}"))?;
+        let id = servers
+            .iter()
+            .find(|(_, h, _)| *h == host)
+            .map(|(id, _, _)| *id)
+            .ok_or_else(|| anyhow::anyhow!("no server on {host}"))?;
         anyhow::ensure!(rig.api.server(id).await["host_alive"] == true, "{host} is not alive before the kill");
         let killed = Instant::now();
         rig.kill_host(i).await;

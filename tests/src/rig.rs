@@ -349,9 +349,7 @@ impl Rig {
     pub async fn start(config: RigConfig) -> Rig {
         let started = Instant::now();
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-            )
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
         let id = run_id();
@@ -724,7 +722,12 @@ impl Rig {
             let socket = format!("unix://{}", host.socket().display());
             let load = format!("docker save {TEST_IMAGE} | docker -H {socket} load -q");
             let out = tokio::process::Command::new("sh").args(["-c", &load]).output().await.unwrap();
-            assert!(out.status.success(), "loading {TEST_IMAGE} into {}: {}", host.id, String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "loading {TEST_IMAGE} into {}: {}",
+                host.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
             let out = tokio::process::Command::new("docker")
                 .args(["-H", &socket, "network", "create", SERVER_NETWORK])
                 .output()
@@ -885,7 +888,12 @@ impl Rig {
             }
         })
         .await;
-        assert!(waited.is_ok(), "host {} is not alive after {timeout:?}; its worker's log:\n{}", host.id, tail(&host.worker_log(), 60));
+        assert!(
+            waited.is_ok(),
+            "host {} is not alive after {timeout:?}; its worker's log:\n{}",
+            host.id,
+            tail(&host.worker_log(), 60)
+        );
     }
 
     // --- nats nodes ---
@@ -1061,7 +1069,12 @@ impl Rig {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         for path in names {

@@ -17,7 +17,7 @@ use crate::error::OpError;
 use crate::fence::{self, Admission};
 use crate::layout::DataRoot;
 use crate::lock;
-use crate::ops::Execute;
+use crate::ops::{Execute, Outcome};
 use crate::report::Reporter;
 
 pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> anyhow::Result<PullConsumer> {
@@ -234,8 +234,9 @@ impl<E: Execute> Job<'_, E> {
                 return AckKind::Nak(Some(self.backoff()));
             }
             Some(Ok(_held)) => {
-                match self.admit() {
-                    Ok(Admission::Run) => {}
+                let done = match self.admit() {
+                    Ok(Admission::Run) => false,
+                    Ok(Admission::Done) => true,
                     Ok(Admission::Superseded { newest }) => {
                         // Its outcome is recorded: the api accepted the newer job only after it.
                         tracing::warn!(
@@ -248,14 +249,27 @@ impl<E: Execute> Job<'_, E> {
                         tracing::warn!(%error, "cannot read or write the server's fence");
                         return AckKind::Nak(Some(self.backoff()));
                     }
-                }
+                };
                 if let Err(error) = self.report(JobPhase::Started).await {
                     tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
                     return AckKind::Nak(Some(self.backoff()));
                 }
                 tracing::info!(action = %self.action, "job started");
-                let attempt = self.ctx.retry.run(|| self.ctx.ops.run(self.action, self.server_id, spec));
-                within(deadline, attempt).await.unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
+                let outcome = if done {
+                    // Its work is done; what is left is to report the server as it is.
+                    tracing::info!("this job already succeeded here; reporting it again without redoing it");
+                    self.ctx.ops.observe(self.server_id).await.map(|observed| Outcome { observed, detail: None })
+                } else {
+                    let attempt = self.ctx.retry.run(|| self.ctx.ops.run(self.action, self.server_id, spec));
+                    within(deadline, attempt).await.unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
+                };
+                if outcome.is_ok()
+                    && let Some(fence) = self.fence
+                    && let Err(error) = fence::complete(&self.ctx.root, self.server_id, fence)
+                {
+                    tracing::warn!(%error, "cannot mark the job done in the server's fence");
+                }
+                outcome
             }
         };
         let phase = match outcome {

@@ -35,6 +35,13 @@ async fn a_rolling_restart_of_api_and_scheduler_loses_nothing() {
     rig.start_api().await;
     eprintln!("api back {:.1} s after it was told to stop", secs(stopping));
 
+    // The stops' outcomes, reported while the api was down, are recorded
+    // by the restarted one; only then may each server take its next job.
+    for job in &jobs {
+        let job = rig.api.wait_job(job, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+
     // The scheduler stops with nine starts in flight.
     jobs.extend(request_all(&rig, &servers, "start").await);
     let stopping = Instant::now();
@@ -57,7 +64,10 @@ async fn a_rolling_restart_of_api_and_scheduler_loses_nothing() {
         rig.hosts
             .iter()
             .all(|h| {
-                hosts.get(&h.id).and_then(|v| v["last_sync"]["at"].as_str()).and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                hosts
+                    .get(&h.id)
+                    .and_then(|v| v["last_sync"]["at"].as_str())
+                    .and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
                     .is_some_and(|at| at > restarted)
             })
             .then_some(())
