@@ -39,10 +39,12 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     eprintln!("hosts: {jobs} jobs over {SERVERS} servers on 3 hosts, then on 1; {DEATHS} host deaths");
     let rig = Rig::start(config(3)?).await;
     let three = throughput(&rig).await?;
+    let (mut wait3, mut run3) = phases(&rig).await?;
     let deaths = deaths(&rig).await?;
     rig.down().await;
     let rig = Rig::start(config(1)?).await;
     let one = throughput(&rig).await?;
+    let (mut wait1, mut run1) = phases(&rig).await?;
     rig.down().await;
 
     let load = format!("{SERVERS} servers × {CYCLES} stop/start cycles, worker.concurrency 4");
@@ -51,6 +53,15 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
             .raw(one)
             .goal("3 hosts > 1 host", three > one),
     );
+    for (what, three, one) in
+        [("request → started", &mut wait3, &mut wait1), ("started → finished", &mut run3, &mut run1)]
+    {
+        let (median3, _) = percentiles(three);
+        let (median1, _) = percentiles(one);
+        rows.push(
+            Row::new("hosts", format!("job {what}, median, 3 hosts (raw: 1 host)"), &load, "ms", median3).raw(median1),
+        );
+    }
     let mut deaths = deaths;
     let (median, max) = percentiles(&mut deaths);
     let bound = ((3 + 1) * HEARTBEAT_SECS) as f64 * 1000.0;
@@ -72,7 +83,10 @@ async fn throughput(rig: &Rig) -> anyhow::Result<f64> {
     for n in 0..SERVERS {
         let (status, body) = rig.api.post("/v1/servers", json!({ "name": format!("greitis {n}") })).await;
         anyhow::ensure!(status == 202, "create: {body}");
-        created.push((body["server"]["id"].as_i64().unwrap_or_default(), body["job"]["id"].as_str().unwrap_or_default().to_owned()));
+        created.push((
+            body["server"]["id"].as_i64().unwrap_or_default(),
+            body["job"]["id"].as_str().unwrap_or_default().to_owned(),
+        ));
     }
     for (_, job) in &created {
         let job = rig.api.wait_job(job, Duration::from_secs(120)).await;
@@ -95,6 +109,24 @@ async fn throughput(rig: &Rig) -> anyhow::Result<f64> {
     Ok(jobs / elapsed)
 }
 
+/// Each stop and start job's time from request to start, and from start
+/// to finish, from the api's rows.
+async fn phases(rig: &Rig) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT created_at, started_at, finished_at FROM jobs WHERE action IN ('stop', 'start')")
+            .fetch_all(&rig.db)
+            .await?;
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.to_utc());
+    let (mut wait, mut run) = (Vec::new(), Vec::new());
+    for (created, started, finished) in rows {
+        let (Some(started), Some(finished)) = (started, finished) else { continue };
+        let (created, started, finished) = (at(&created)?, at(&started)?, at(&finished)?);
+        wait.push((started - created).to_std().unwrap_or_default());
+        run.push((finished - started).to_std().unwrap_or_default());
+    }
+    Ok((wait, run))
+}
+
 async fn cycles(api: &Api, id: i64) -> anyhow::Result<()> {
     for _ in 0..CYCLES {
         for action in ["stop", "start"] {
@@ -115,7 +147,11 @@ async fn deaths(rig: &Rig) -> anyhow::Result<Vec<Duration>> {
     for round in 0..DEATHS {
         let i = round % rig.hosts.len();
         let host = rig.hosts[i].id.clone();
-        let id = servers.iter().find(|(_, h, _)| *h == host).map(|(id, _, _)| *id).ok_or_else(|| anyhow::anyhow!("no server on {host}"))?;
+        let id = servers
+            .iter()
+            .find(|(_, h, _)| *h == host)
+            .map(|(id, _, _)| *id)
+            .ok_or_else(|| anyhow::anyhow!("no server on {host}"))?;
         anyhow::ensure!(rig.api.server(id).await["host_alive"] == true, "{host} is not alive before the kill");
         let killed = Instant::now();
         rig.kill_host(i).await;

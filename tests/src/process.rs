@@ -32,9 +32,11 @@ pub fn bin_dir() -> &'static Path {
         let dir = target.join("debug");
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let ours = std::env::current_exe().ok().and_then(|p| modified(&p));
-        let stale = ["vsfleet-api", "vsfleet-worker", "vsfleet-scheduler"].iter().any(|b| match (modified(&dir.join(b)), ours) {
-            (Some(bin), Some(ours)) => bin < ours,
-            _ => true,
+        let stale = ["vsfleet-api", "vsfleet-worker", "vsfleet-scheduler"].iter().any(|b| {
+            match (modified(&dir.join(b)), ours) {
+                (Some(bin), Some(ours)) => bin < ours,
+                _ => true,
+            }
         });
         if stale {
             build(&workspace);

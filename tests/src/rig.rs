@@ -103,6 +103,9 @@ done
 while kill -0 "$dind" 2>/dev/null; do wait "$dind"; done
 "#;
 
+/// A change to the rig's settings.
+pub type Adjust = Box<dyn FnOnce(&mut Settings) + Send>;
+
 /// What a rig is made of, and the settings its services run with.
 pub struct RigConfig {
     pub hosts: usize,
@@ -113,7 +116,7 @@ pub struct RigConfig {
     /// names the others.
     pub extra: Vec<(String, toml::Value)>,
     /// Changes to the rig's settings (all services share them).
-    pub adjust: Option<Box<dyn FnOnce(&mut Settings) + Send>>,
+    pub adjust: Option<Adjust>,
     /// Where `vsfleet-api`, `-worker` and `-scheduler` are (default
     /// [`bin_dir`]: the debug build); the bench gives its release build.
     pub bin_dir: Option<PathBuf>,
@@ -349,9 +352,7 @@ impl Rig {
     pub async fn start(config: RigConfig) -> Rig {
         let started = Instant::now();
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-            )
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
         let id = run_id();
@@ -724,7 +725,12 @@ impl Rig {
             let socket = format!("unix://{}", host.socket().display());
             let load = format!("docker save {TEST_IMAGE} | docker -H {socket} load -q");
             let out = tokio::process::Command::new("sh").args(["-c", &load]).output().await.unwrap();
-            assert!(out.status.success(), "loading {TEST_IMAGE} into {}: {}", host.id, String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "loading {TEST_IMAGE} into {}: {}",
+                host.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
             let out = tokio::process::Command::new("docker")
                 .args(["-H", &socket, "network", "create", SERVER_NETWORK])
                 .output()
@@ -885,7 +891,12 @@ impl Rig {
             }
         })
         .await;
-        assert!(waited.is_ok(), "host {} is not alive after {timeout:?}; its worker's log:\n{}", host.id, tail(&host.worker_log(), 60));
+        assert!(
+            waited.is_ok(),
+            "host {} is not alive after {timeout:?}; its worker's log:\n{}",
+            host.id,
+            tail(&host.worker_log(), 60)
+        );
     }
 
     // --- nats nodes ---
@@ -1061,7 +1072,12 @@ impl Rig {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         for path in names {

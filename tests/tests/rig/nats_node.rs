@@ -20,7 +20,9 @@ async fn a_nats_node_killed_during_200_requests_loses_no_job() {
     let rig = Rig::start(RigConfig::default()).await;
     rig.require("nats.replicas");
     let js = async_nats::jetstream::new(rig.nats_client().await);
-    for stream in ["jobs", "events", "schedule", "dead"].map(|s| format!("{}_{s}", rig.prefix())).into_iter()
+    for stream in ["jobs", "events", "schedule", "dead"]
+        .map(|s| format!("{}_{s}", rig.prefix()))
+        .into_iter()
         .chain([format!("KV_{}_hosts", rig.prefix())])
     {
         let mut s = js.get_stream(&stream).await.unwrap_or_else(|e| panic!("{stream}: {e}"));
@@ -103,7 +105,10 @@ async fn a_nats_node_killed_during_200_requests_loses_no_job() {
         match job["status"].as_str() {
             Some("succeeded") => succeeded += 1,
             _ => {
-                assert!(!job["error"].as_str().unwrap_or_default().is_empty(), "{action} of {server} failed without a reason: {job}");
+                assert!(
+                    !job["error"].as_str().unwrap_or_default().is_empty(),
+                    "{action} of {server} failed without a reason: {job}"
+                );
                 failed += 1;
             }
         }

@@ -57,7 +57,10 @@ async fn a_rolling_restart_of_api_and_scheduler_loses_nothing() {
         rig.hosts
             .iter()
             .all(|h| {
-                hosts.get(&h.id).and_then(|v| v["last_sync"]["at"].as_str()).and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                hosts
+                    .get(&h.id)
+                    .and_then(|v| v["last_sync"]["at"].as_str())
+                    .and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
                     .is_some_and(|at| at > restarted)
             })
             .then_some(())

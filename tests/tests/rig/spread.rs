@@ -50,7 +50,11 @@ async fn nine_creates_spread_three_to_each_host_engine() {
 
     // Every host is at its capacity: a tenth create is refused, a pin too.
     let (status, body) = rig.api.post("/v1/servers", json!({ "name": "dešimtas" })).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no_host_available")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_host_available")),
+        "{body}"
+    );
     let (status, body) = rig.api.post("/v1/servers", json!({ "name": "dešimtas", "host": rig.hosts[0].id })).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("host_full")), "{body}");
     rig.assert_converged(Duration::from_secs(10)).await;
