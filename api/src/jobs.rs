@@ -132,8 +132,20 @@ impl QueuedJob {
 
 /// What a worker receives: the exact JSON published, kept in the row so the
 /// outbox republishes it unchanged.
-pub fn payload(server_id: ServerId, id: JobId, spec: Option<ServerSpec>, deadline: DateTime<Utc>) -> String {
-    let request = JobRequest { server_id, job_id: Some(id), spec, deadline: Some(deadline) };
+pub fn payload(
+    server_id: ServerId,
+    id: JobId,
+    spec: Option<ServerSpec>,
+    created_at: DateTime<Utc>,
+    limit: std::time::Duration,
+) -> String {
+    let request = JobRequest {
+        server_id,
+        job_id: Some(id),
+        spec,
+        deadline: Some(created_at + limit),
+        fence: Some(created_at.timestamp_micros()),
+    };
     serde_json::to_string(&request).expect("a job request is plain data and always serializes")
 }
 

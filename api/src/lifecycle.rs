@@ -255,7 +255,7 @@ pub async fn create(
                 action: Action::Create,
                 host: server.host.clone(),
                 origin,
-                payload: jobs::payload(server_id, job_id, Some(spec.clone()), created_at + limit),
+                payload: jobs::payload(server_id, job_id, Some(spec.clone()), created_at, limit),
                 requested_by: Some(owner),
                 created_at,
             };
@@ -305,7 +305,7 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
             // Start and restart may rebuild the container, so they carry the spec.
             let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
             let created_at = Utc::now();
-            let payload = match payload(server_id, id, spec, created_at + limit) {
+            let payload = match payload(server_id, id, spec, created_at, limit) {
                 Ok(payload) => payload,
                 Err(error) => return Ok(Err(error)),
             };
@@ -348,9 +348,16 @@ fn check(found: &servers::Checked, viewer: Option<(i64, bool)>, action: Action) 
     Ok(())
 }
 
-/// The message body, with the deadline the watchdog will hold the job to.
-fn payload(server_id: i64, id: JobId, spec: Option<ServerSpec>, deadline: DateTime<Utc>) -> Result<String, ApiError> {
-    Ok(jobs::payload(ServerId::new(server_id).map_err(anyhow::Error::from)?, id, spec, deadline))
+/// The message body, with the deadline the watchdog will hold the job to
+/// (`limit` after `created_at`).
+fn payload(
+    server_id: i64,
+    id: JobId,
+    spec: Option<ServerSpec>,
+    created_at: DateTime<Utc>,
+    limit: std::time::Duration,
+) -> Result<String, ApiError> {
+    Ok(jobs::payload(ServerId::new(server_id).map_err(anyhow::Error::from)?, id, spec, created_at, limit))
 }
 
 /// Asks `host` to remove the stopped containers of a server that has no
@@ -455,7 +462,7 @@ async fn insert_job(
 ) -> Result<Job, ApiError> {
     let id = JobId::new();
     let created_at = Utc::now();
-    let payload = payload(server_id, id, spec, created_at + state.settings.api.deadlines.of(action))?;
+    let payload = payload(server_id, id, spec, created_at, state.settings.api.deadlines.of(action))?;
     let new = NewJob {
         id,
         server_id,

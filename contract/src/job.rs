@@ -28,6 +28,15 @@ pub struct JobRequest {
     /// api already reported failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// Grows with every job the api accepts for the server (its creation
+    /// time in microseconds; the api accepts one job per server at a time,
+    /// so a newer job was always created after an older one finished). A
+    /// host runs no job older than one it has already started for the
+    /// server: a stale redelivery (its worker was cut off after the work,
+    /// the api recorded the outcome and accepted the next job) cannot undo
+    /// a newer job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
 }
 
 /// What a server's container is built from, beyond the worker's own

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
 use vsfleet_contract::Settings;
 use vsfleet_scheduler::Scheduler;
 
@@ -11,17 +13,45 @@ use vsfleet_scheduler::Scheduler;
 struct Cli {
     /// TOML configuration file (also VSFLEET_CONFIG); environment variables
     /// VSFLEET_<SECTION>__<KEY> override it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scheduler (the default).
+    Run,
+    /// Health check for a container: exits 0 when NATS accepts the
+    /// scheduler's credentials within 5 s, 1 with the reason otherwise. The
+    /// scheduler holds no state and may publish only its ticks, so there is
+    /// nothing more of its own it could read back.
+    Check,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    vsfleet_contract::telemetry::init();
+    let command = cli.command.unwrap_or(Command::Run);
+    // A check answers in one line (its error, or "healthy"): no log.
+    if matches!(command, Command::Run) {
+        vsfleet_contract::telemetry::init();
+    }
     let settings = Settings::load(cli.config.as_deref())?;
-    let scheduler = Scheduler::build(&settings).await?;
-    let shutdown = vsfleet_contract::process::shutdown_on_signal();
-    scheduler.run_until_stopped(shutdown).await;
+    match command {
+        Command::Run => {
+            let scheduler = Scheduler::build(&settings).await?;
+            let shutdown = vsfleet_contract::process::shutdown_on_signal();
+            scheduler.run_until_stopped(shutdown).await;
+        }
+        Command::Check => {
+            let role = vsfleet_contract::connect::Role::Scheduler;
+            tokio::time::timeout(Duration::from_secs(5), vsfleet_contract::connect::connect(&settings, role))
+                .await
+                .context("NATS did not answer within 5 s")??;
+            println!("healthy: NATS at {} accepts the scheduler", settings.nats.url);
+        }
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use vsfleet_contract::{Action, JobEvent, JobId, JobPhase, JobRequest, ServerId, Settings, Subjects};
 
 use crate::error::OpError;
+use crate::fence::{self, Admission};
 use crate::layout::DataRoot;
 use crate::lock;
 use crate::ops::Execute;
@@ -177,6 +178,7 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
             job_id,
             job_seq: stream_seq,
             by_hand: request.job_id.is_none(),
+            fence: request.fence,
             server_id: request.server_id,
             action,
             attempt,
@@ -203,6 +205,8 @@ struct Job<'a, E> {
     job_seq: u64,
     /// Published by hand (the api always names its jobs): see [`Reporter::wait_seen_by_api`].
     by_hand: bool,
+    /// See [`crate::fence`]; hand-published jobs carry none.
+    fence: Option<i64>,
     server_id: ServerId,
     action: Action,
     attempt: u64,
@@ -230,6 +234,21 @@ impl<E: Execute> Job<'_, E> {
                 return AckKind::Nak(Some(self.backoff()));
             }
             Some(Ok(_held)) => {
+                match self.admit() {
+                    Ok(Admission::Run) => {}
+                    Ok(Admission::Superseded { newest }) => {
+                        // Its outcome is recorded: the api accepted the newer job only after it.
+                        tracing::warn!(
+                            newest,
+                            "a newer job for this server has started on this host; this stale delivery is dropped"
+                        );
+                        return AckKind::Ack;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read or write the server's fence");
+                        return AckKind::Nak(Some(self.backoff()));
+                    }
+                }
                 if let Err(error) = self.report(JobPhase::Started).await {
                     tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
                     return AckKind::Nak(Some(self.backoff()));
@@ -285,6 +304,13 @@ impl<E: Execute> Job<'_, E> {
             Some(error) => self.ctx.dead.bury(self.message, self.action.as_str(), &error).await,
             None if failed => AckKind::Term,
             None => AckKind::Ack,
+        }
+    }
+
+    fn admit(&self) -> std::io::Result<Admission> {
+        match self.fence {
+            Some(fence) => fence::admit(&self.ctx.root, self.server_id, fence),
+            None => Ok(Admission::Run),
         }
     }
 

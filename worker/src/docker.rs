@@ -93,10 +93,24 @@ impl Containers {
         ])
     }
 
+    /// Made by this deployment, on this host, for this server: another
+    /// deployment sharing the engine (another NATS prefix) may use the same
+    /// host id and server ids, and its containers are never ours to touch.
     fn is_ours(&self, id: ServerId, found: Option<&HashMap<String, String>>) -> bool {
         let Some(found) = found else { return false };
         let expected = self.labels(id);
-        [labels::MANAGED, labels::SERVER_ID, labels::HOST].iter().all(|k| found.get(*k) == expected.get(*k))
+        [labels::MANAGED, labels::SERVER_ID, labels::HOST, labels::DEPLOYMENT]
+            .iter()
+            .all(|k| found.get(*k) == expected.get(*k))
+    }
+
+    /// Docker `label` filters for this deployment's containers on this host.
+    pub fn ours_filter(&self) -> Vec<String> {
+        vec![
+            format!("{}=true", labels::MANAGED),
+            format!("{}={}", labels::HOST, self.settings.host_id),
+            format!("{}={}", labels::DEPLOYMENT, self.deployment),
+        ]
     }
 
     /// The container under the server's name, if any.
@@ -272,10 +286,7 @@ impl Containers {
     /// Every container labelled for this host (any server), with its state:
     /// what a sync reports. Containers of other hosts are never listed.
     pub async fn list_managed(&self) -> Result<Vec<SeenContainer>, OpError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::HOST, self.settings.host_id)],
-        )]);
+        let filters = HashMap::from([("label".to_owned(), self.ours_filter())]);
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let mut seen = Vec::new();
         for c in self.docker.list_containers(Some(options)).await? {
@@ -324,10 +335,9 @@ impl Containers {
     /// Our containers for this server on this host that are not under its
     /// canonical name.
     async fn remove_strays(&self, id: ServerId) -> Result<(), OpError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{}={id}", labels::SERVER_ID), format!("{}={}", labels::HOST, self.settings.host_id)],
-        )]);
+        let mut ours = self.ours_filter();
+        ours.push(format!("{}={id}", labels::SERVER_ID));
+        let filters = HashMap::from([("label".to_owned(), ours)]);
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let canonical = format!("/{}", self.name(id));
         for c in self.docker.list_containers(Some(options)).await? {

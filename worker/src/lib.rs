@@ -22,6 +22,7 @@ pub mod control;
 pub mod dead;
 pub mod docker;
 pub mod error;
+pub mod fence;
 pub mod health;
 pub mod inventory;
 pub mod layout;

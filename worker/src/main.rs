@@ -1,8 +1,10 @@
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use vsfleet_contract::Settings;
 use vsfleet_worker::Worker;
+
+mod check;
 
 /// vsfleet worker: runs the lifecycle jobs of one Docker host.
 #[derive(Parser)]
@@ -10,17 +12,41 @@ use vsfleet_worker::Worker;
 struct Cli {
     /// TOML configuration file (also VSFLEET_CONFIG); environment variables
     /// VSFLEET_<SECTION>__<KEY> override it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker (the default).
+    Run,
+    /// Health check of this host's running worker: exits 0 when Docker
+    /// answers and the host's heartbeat is in the hosts bucket, 1 with the
+    /// reason otherwise.
+    Check,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    vsfleet_contract::telemetry::init();
+    let command = cli.command.unwrap_or(Command::Run);
+    // A check answers in one line (its error, or "healthy"): no log.
+    if matches!(command, Command::Run) {
+        vsfleet_contract::telemetry::init();
+    }
     let settings = Settings::load(cli.config.as_deref())?;
-    let worker = Worker::build(settings).await?;
-    let shutdown = vsfleet_contract::process::shutdown_on_signal();
-    worker.run_until_stopped(shutdown).await;
+    match command {
+        Command::Run => {
+            let worker = Worker::build(settings).await?;
+            let shutdown = vsfleet_contract::process::shutdown_on_signal();
+            worker.run_until_stopped(shutdown).await;
+        }
+        Command::Check => {
+            check::run(&settings).await?;
+            println!("healthy: host {} heartbeats and Docker answers", settings.worker.host_id);
+        }
+    }
     Ok(())
 }

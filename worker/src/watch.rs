@@ -47,7 +47,7 @@ impl Watcher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
-            ("label".to_owned(), vec![format!("{}={}", labels::HOST, self.host)]),
+            ("label".to_owned(), self.ops.containers.ours_filter()),
             ("event".to_owned(), ACTIONS.iter().map(|a| (*a).to_owned()).collect()),
         ]);
         loop {

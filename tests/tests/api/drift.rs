@@ -61,10 +61,16 @@ async fn with_docker_events_off_the_periodic_sync_catches_drift() {
 
 /// A container made by hand with vsfleet's labels.
 async fn labelled(app: &TestApp, name: &str, server_id: u64, host: &str, running: bool) -> String {
+    labelled_by(app, app.prefix(), name, server_id, host, running).await
+}
+
+/// A container labelled as `deployment` (a NATS prefix) made it.
+async fn labelled_by(app: &TestApp, deployment: &str, name: &str, server_id: u64, host: &str, running: bool) -> String {
     let labels = HashMap::from([
         (labels::MANAGED.to_owned(), "true".to_owned()),
         (labels::SERVER_ID.to_owned(), server_id.to_string()),
         (labels::HOST.to_owned(), host.to_owned()),
+        (labels::DEPLOYMENT.to_owned(), deployment.to_owned()),
     ]);
     let body = ContainerCreateBody {
         image: Some(TEST_IMAGE.into()),
@@ -89,6 +95,8 @@ async fn orphans_are_reported_and_only_stopped_ones_of_this_host_are_removed() {
     let running_orphan = labelled(&app, &format!("{prefix}orphan-b"), 778, app.host(), true).await;
     let other_host = format!("{}-other", app.host());
     let foreign = labelled(&app, &format!("{prefix}foreign"), 779, &other_host, false).await;
+    // Another deployment (another NATS prefix) on this engine, with the same host id.
+    let neighbour = labelled_by(&app, "neighbour", &format!("{prefix}neighbour"), 780, app.host(), false).await;
 
     app.start_scheduler().await;
     eventually("the stopped orphan is removed", || async {
@@ -100,11 +108,12 @@ async fn orphans_are_reported_and_only_stopped_ones_of_this_host_are_removed() {
     let orphans: Vec<u64> =
         host["last_sync"]["orphans"].as_array().unwrap().iter().map(|o| o["server_id"].as_u64().unwrap()).collect();
     assert!(orphans.contains(&778), "the running orphan is reported: {host}");
-    assert!(!orphans.contains(&779) && !orphans.contains(&(live as u64)), "{host}");
+    assert!(![779, 780, live as u64].iter().any(|id| orphans.contains(id)), "{host}");
 
     let running = app.docker.inspect_container(&running_orphan, None).await.unwrap();
     assert_eq!(running.state.unwrap().running, Some(true), "a running orphan was stopped");
     assert!(app.docker.inspect_container(&foreign, None).await.is_ok(), "another host's container was touched");
+    assert!(app.docker.inspect_container(&neighbour, None).await.is_ok(), "another deployment's container was touched");
     // The container goes before the worker's report of it is recorded.
     let (action, origin, status): (String, String, String) = eventually("the reap job is recorded", || async {
         sqlx::query_as(
@@ -119,5 +128,6 @@ async fn orphans_are_reported_and_only_stopped_ones_of_this_host_are_removed() {
     assert_eq!(app.server(live).await["status"], "running");
 
     app.docker.remove_container(&foreign, force()).await.unwrap();
+    app.docker.remove_container(&neighbour, force()).await.unwrap();
     app.teardown().await;
 }

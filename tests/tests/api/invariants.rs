@@ -235,3 +235,36 @@ async fn users_act_on_their_own_servers_and_admins_on_everyones() {
     app.wait_status(id, "running").await;
     app.teardown().await;
 }
+
+/// A job delivered again after a newer job for its server has run (its
+/// worker was cut off between the work and the acknowledgement, as the
+/// multi-host rig's partition test does for real) is dropped by the host's
+/// fence: the newer job's outcome stands.
+#[tokio::test]
+async fn a_stale_redelivery_never_undoes_a_newer_job() {
+    let app = spawn_app().await;
+    let id = app.create_running("tvora", json!({})).await;
+    let stop = app.act(id, "stop").await;
+    assert_eq!(app.act(id, "start").await["status"], "succeeded");
+    let (payload,): (String,) = sqlx::query_as("SELECT payload FROM jobs WHERE id = ?")
+        .bind(stop["id"].as_str().unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+
+    // The old stop, as JetStream would deliver it again (a new message id:
+    // the original is still in the duplicate window).
+    let (api, _) = app.connect_as("api").await;
+    let subject = app.settings.subjects().job(app.host(), Action::Stop);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, uuid::Uuid::new_v4().to_string().as_str());
+    jetstream::new(api).publish_with_headers(subject, headers, payload.into()).await.unwrap().await.unwrap();
+    app.wait_jobs_drained().await;
+
+    let running = app.inspect(id).await.unwrap().state.unwrap().running;
+    assert_eq!(running, Some(true), "the stale stop ran");
+    assert_eq!(app.server(id).await["status"], "running");
+    let (_, job) = app.get(&format!("/v1/jobs/{}", stop["id"].as_str().unwrap())).await;
+    assert_eq!(job["job"]["attempts"], stop["attempts"], "the stale delivery was recorded as a run: {job}");
+    app.teardown().await;
+}

@@ -281,6 +281,7 @@ async fn a_container_that_differs_from_its_spec_is_replaced_and_its_data_kept() 
         (vsfleet_contract::labels::MANAGED.to_owned(), "true".to_owned()),
         (vsfleet_contract::labels::SERVER_ID.to_owned(), id.to_string()),
         (vsfleet_contract::labels::HOST.to_owned(), app.host().to_owned()),
+        (vsfleet_contract::labels::DEPLOYMENT.to_owned(), app.prefix().to_owned()),
     ]);
     let options =
         bollard::query_parameters::CreateContainerOptions { name: Some(app.container_name(id)), ..Default::default() };
