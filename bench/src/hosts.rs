@@ -39,10 +39,12 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     eprintln!("hosts: {jobs} jobs over {SERVERS} servers on 3 hosts, then on 1; {DEATHS} host deaths");
     let rig = Rig::start(config(3)?).await;
     let three = throughput(&rig).await?;
+    let (mut wait3, mut run3) = phases(&rig).await?;
     let deaths = deaths(&rig).await?;
     rig.down().await;
     let rig = Rig::start(config(1)?).await;
     let one = throughput(&rig).await?;
+    let (mut wait1, mut run1) = phases(&rig).await?;
     rig.down().await;
 
     let load = format!("{SERVERS} servers × {CYCLES} stop/start cycles, worker.concurrency 4");
@@ -51,6 +53,15 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
             .raw(one)
             .goal("3 hosts > 1 host", three > one),
     );
+    for (what, three, one) in
+        [("request → started", &mut wait3, &mut wait1), ("started → finished", &mut run3, &mut run1)]
+    {
+        let (median3, _) = percentiles(three);
+        let (median1, _) = percentiles(one);
+        rows.push(
+            Row::new("hosts", format!("job {what}, median, 3 hosts (raw: 1 host)"), &load, "ms", median3).raw(median1),
+        );
+    }
     let mut deaths = deaths;
     let (median, max) = percentiles(&mut deaths);
     let bound = ((3 + 1) * HEARTBEAT_SECS) as f64 * 1000.0;
@@ -96,6 +107,24 @@ async fn throughput(rig: &Rig) -> anyhow::Result<f64> {
     let jobs = (SERVERS * CYCLES * 2) as f64;
     eprintln!("hosts: {} hosts, {jobs} jobs in {elapsed:.1} s", rig.hosts.len());
     Ok(jobs / elapsed)
+}
+
+/// Each stop and start job's time from request to start, and from start
+/// to finish, from the api's rows.
+async fn phases(rig: &Rig) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT created_at, started_at, finished_at FROM jobs WHERE action IN ('stop', 'start')")
+            .fetch_all(&rig.db)
+            .await?;
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.to_utc());
+    let (mut wait, mut run) = (Vec::new(), Vec::new());
+    for (created, started, finished) in rows {
+        let (Some(started), Some(finished)) = (started, finished) else { continue };
+        let (created, started, finished) = (at(&created)?, at(&started)?, at(&finished)?);
+        wait.push((started - created).to_std().unwrap_or_default());
+        run.push((finished - started).to_std().unwrap_or_default());
+    }
+    Ok((wait, run))
 }
 
 async fn cycles(api: &Api, id: i64) -> anyhow::Result<()> {

@@ -103,6 +103,9 @@ done
 while kill -0 "$dind" 2>/dev/null; do wait "$dind"; done
 "#;
 
+/// A change to the rig's settings.
+pub type Adjust = Box<dyn FnOnce(&mut Settings) + Send>;
+
 /// What a rig is made of, and the settings its services run with.
 pub struct RigConfig {
     pub hosts: usize,
@@ -113,7 +116,7 @@ pub struct RigConfig {
     /// names the others.
     pub extra: Vec<(String, toml::Value)>,
     /// Changes to the rig's settings (all services share them).
-    pub adjust: Option<Box<dyn FnOnce(&mut Settings) + Send>>,
+    pub adjust: Option<Adjust>,
     /// Where `vsfleet-api`, `-worker` and `-scheduler` are (default
     /// [`bin_dir`]: the debug build); the bench gives its release build.
     pub bin_dir: Option<PathBuf>,

@@ -46,7 +46,7 @@ pub async fn create_running(rig: &Rig, n: usize, name: &str) -> Vec<(i64, String
 /// A valid next action for a server in `status` (none while a job is in flight).
 pub fn next_action(status: &str, roll: u32) -> Option<&'static str> {
     match status {
-        "running" => Some(if roll % 4 == 0 { "restart" } else { "stop" }),
+        "running" => Some(if roll.is_multiple_of(4) { "restart" } else { "stop" }),
         "stopped" | "missing" | "failed" => Some("start"),
         _ => None,
     }
@@ -97,14 +97,16 @@ impl Sampler {
     }
 }
 
-/// Every job event in the events stream, by job id: (phase, attempt,
-/// observed container), in stream order.
-pub async fn job_events(rig: &Rig) -> HashMap<String, Vec<(String, u64, Option<String>)>> {
+/// Each job's events, by job id: (phase, attempt, observed container), in stream order.
+pub type JobEvents = HashMap<String, Vec<(String, u64, Option<String>)>>;
+
+/// Every job event in the events stream.
+pub async fn job_events(rig: &Rig) -> JobEvents {
     let client = rig.nats_client().await;
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(format!("{}_events", rig.prefix())).await.expect("the events stream");
     let info = stream.get_info().await.unwrap();
-    let mut out: HashMap<String, Vec<(String, u64, Option<String>)>> = HashMap::new();
+    let mut out = JobEvents::new();
     for seq in info.state.first_sequence..=info.state.last_sequence {
         let Ok(message) = stream.get_raw_message(seq).await else { continue };
         if !message.subject.ends_with(".job") {
@@ -123,7 +125,7 @@ pub async fn job_events(rig: &Rig) -> HashMap<String, Vec<(String, u64, Option<S
 
 /// Jobs whose successful runs saw different outcomes (a job run twice to a
 /// different result), with what each run saw.
-pub fn divergent(events: &HashMap<String, Vec<(String, u64, Option<String>)>>) -> Vec<String> {
+pub fn divergent(events: &JobEvents) -> Vec<String> {
     let mut found = Vec::new();
     for (job, list) in events {
         let outcomes: BTreeSet<&Option<String>> =
@@ -136,7 +138,7 @@ pub fn divergent(events: &HashMap<String, Vec<(String, u64, Option<String>)>>) -
 }
 
 /// Jobs that were started more than once (redelivered), for the report.
-pub fn rerun(events: &HashMap<String, Vec<(String, u64, Option<String>)>>) -> usize {
+pub fn rerun(events: &JobEvents) -> usize {
     events.values().filter(|list| list.iter().filter(|(p, _, _)| p == "started").count() > 1).count()
 }
 
