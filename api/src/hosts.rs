@@ -49,6 +49,17 @@ impl Registry {
         Ok(alive)
     }
 
+    /// The hosts the watch has seen alive, from memory alone (no round trip
+    /// on the request path); `None` until the watch has delivered anything.
+    pub fn alive_known(&self, max_age_secs: i64) -> Option<Vec<HostPresence>> {
+        let seen = self.seen.read().expect("not poisoned");
+        if seen.is_empty() {
+            return None;
+        }
+        let now = Utc::now();
+        Some(seen.values().filter(|p| (now - p.seen_at).num_seconds() <= max_age_secs).cloned().collect())
+    }
+
     /// Keeps the newest entry of each host (the watch and a direct read may
     /// deliver them out of order).
     fn record(&self, presence: HostPresence) {

@@ -113,17 +113,11 @@ pub async fn live_hosts(state: &AppState) -> Result<Vec<HostPresence>, ApiError>
     })
 }
 
-/// The live hosts for an answer that has already been decided (a 202 for
-/// a committed job must not turn into an error): `None`, logged, when
-/// they cannot be read.
+/// The live hosts for an answer (`host_alive`, the lost-host warning),
+/// from the registry's memory: no round trip on the request path. `None`
+/// while the watch has delivered nothing yet (just after start).
 pub async fn live_hosts_or_none(state: &AppState) -> Option<Vec<HostPresence>> {
-    match live_hosts(state).await {
-        Ok(alive) => Some(alive),
-        Err(error) => {
-            tracing::warn!(%error, "cannot tell which hosts are alive for the answer");
-            None
-        }
-    }
+    state.registry.alive_known(3 * state.settings.worker.heartbeat_secs as i64)
 }
 
 /// Where a new server goes: the host an admin pinned, if it can take it,
