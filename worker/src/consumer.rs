@@ -233,8 +233,8 @@ impl<E: Execute> Job<'_, E> {
                 tracing::warn!(%error, "cannot take the server lock");
                 return AckKind::Nak(Some(self.backoff()));
             }
-            Some(Ok(_held)) => {
-                let done = match self.admit() {
+            Some(Ok(held)) => {
+                let done = match self.admit(held) {
                     Ok(Admission::Run) => false,
                     Ok(Admission::Done) => true,
                     Ok(Admission::Superseded { newest }) => {
@@ -265,7 +265,7 @@ impl<E: Execute> Job<'_, E> {
                 };
                 if outcome.is_ok()
                     && let Some(fence) = self.fence
-                    && let Err(error) = fence::complete(&self.ctx.root, self.server_id, fence)
+                    && let Err(error) = fence::complete(held, fence)
                 {
                     tracing::warn!(%error, "cannot mark the job done in the server's fence");
                 }
@@ -321,9 +321,9 @@ impl<E: Execute> Job<'_, E> {
         }
     }
 
-    fn admit(&self) -> std::io::Result<Admission> {
+    fn admit(&self, lock: &crate::lock::ServerLock) -> std::io::Result<Admission> {
         match self.fence {
-            Some(fence) => fence::admit(&self.ctx.root, self.server_id, fence),
+            Some(fence) => fence::admit(lock, fence),
             None => Ok(Admission::Run),
         }
     }

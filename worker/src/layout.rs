@@ -7,8 +7,7 @@
 //! {data_root}/{id}/docker                  bind-mounted at /var/lib/docker
 //! {data_root}/{id}/vsfleet-spec.json       the spec the container was built from
 //! {data_root}/{id}-deleted-{YYYYMMDDHHMMSS}  a soft-deleted server (seed 000 §5)
-//! {data_root}/.locks/{id}.lock             one job per server at a time, across processes
-//! {data_root}/.locks/{id}.fence            the newest job started for the server here (`fence`)
+//! {data_root}/.locks/{id}.lock             one job per server at a time, across processes; holds its fence
 //! ```
 
 use std::io;
@@ -57,11 +56,6 @@ impl DataRoot {
 
     pub fn lock_file(&self, id: ServerId) -> PathBuf {
         self.locks_dir().join(format!("{id}.lock"))
-    }
-
-    /// The fence of the newest job this host has started for the server.
-    pub fn fence_file(&self, id: ServerId) -> PathBuf {
-        self.locks_dir().join(format!("{id}.fence"))
     }
 
     pub fn archive_dir(&self, id: ServerId, at: DateTime<Utc>) -> PathBuf {

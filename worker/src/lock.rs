@@ -12,20 +12,45 @@ use vsfleet_contract::ServerId;
 
 use crate::layout::DataRoot;
 
-/// Held while a job runs; unlocks on drop (closing the file).
+/// Held while a job runs; unlocks on drop (closing the file). The file
+/// also holds the server's fence ([`crate::fence`]): written in place, in
+/// one fixed-width write, so a job creates no inode.
 #[derive(Debug)]
 pub struct ServerLock {
-    _file: File,
+    file: File,
+}
+
+const RECORD: usize = 26;
+
+impl ServerLock {
+    /// The fence recorded, and whether its job succeeded.
+    pub fn fence(&self) -> io::Result<Option<(i64, bool)>> {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = [0u8; RECORD];
+        let n = self.file.read_at(&mut buf, 0)?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let mut words = text.split_whitespace();
+        // Unreadable content counts as none: the file is ours alone, and
+        // refusing every job of the server would be worse.
+        Ok(words.next().and_then(|w| w.parse::<i64>().ok()).map(|f| (f, words.next() == Some("done"))))
+    }
+
+    pub fn set_fence(&self, fence: i64, done: bool) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let record = format!("{fence:020} {}\n", if done { "done" } else { "    " });
+        debug_assert_eq!(record.len(), RECORD);
+        self.file.write_all_at(record.as_bytes(), 0)
+    }
 }
 
 /// Tries once; `Ok(None)` when another job holds the server.
 pub fn try_lock(root: &DataRoot, id: ServerId) -> io::Result<Option<ServerLock>> {
     std::fs::create_dir_all(root.locks_dir())?;
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(root.lock_file(id))?;
+    let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(root.lock_file(id))?;
     // SAFETY: flock on a valid, open descriptor owned by `file`.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc == 0 {
-        return Ok(Some(ServerLock { _file: file }));
+        return Ok(Some(ServerLock { file }));
     }
     let err = io::Error::last_os_error();
     if err.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) }
