@@ -171,6 +171,16 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
                 return;
             }
         };
+        // A fence from the future would hold back every later job of the
+        // server on this host: such a job is not acted on.
+        if let Some(fence) = request.fence
+            && !fence::plausible(fence, Utc::now())
+        {
+            let ack =
+                ctx.dead.bury(&message, action.as_str(), &format!("fence {fence} is not a past time in µs")).await;
+            let _ = message.ack_with(ack).await;
+            return;
+        }
         let deadline = request.deadline.or_else(|| Some(stored_at.unwrap_or_else(Utc::now) + ctx.deadlines.of(action)));
         let job = Job {
             ctx: &ctx,

@@ -22,6 +22,12 @@ pub enum Admission {
     },
 }
 
+/// A fence is its job's creation time in microseconds: positive, and not
+/// ahead of this host's clock by more than a minute of skew.
+pub fn plausible(fence: i64, now: chrono::DateTime<chrono::Utc>) -> bool {
+    fence > 0 && fence <= (now + chrono::Duration::minutes(1)).timestamp_micros()
+}
+
 /// Admits a job with `fence`, recording it as the newest when it is. The
 /// same job delivered again runs again (it converges) unless it succeeded.
 pub fn admit(lock: &ServerLock, fence: i64) -> std::io::Result<Admission> {
@@ -48,6 +54,14 @@ mod tests {
     use super::*;
     use crate::layout::DataRoot;
     use crate::lock::try_lock;
+
+    #[test]
+    fn only_a_past_creation_time_is_a_fence() {
+        let now = chrono::Utc::now();
+        assert!(plausible(now.timestamp_micros(), now));
+        assert!(!plausible(0, now) && !plausible(-5, now));
+        assert!(!plausible((now + chrono::Duration::hours(1)).timestamp_micros(), now));
+    }
 
     #[test]
     fn an_older_job_is_dropped_once_a_newer_one_started_and_a_done_one_is_not_redone() {
