@@ -7,7 +7,7 @@
 //! does; an admin-only call made by a user too.
 
 use crate::activity::{self, Entry};
-use crate::db::{Db, begin_write};
+use crate::store::{Store, transaction};
 use crate::error::ApiError;
 use crate::users::{self, Account, NewToken, Token, TokenCache, User};
 
@@ -49,81 +49,88 @@ impl By<'_> {
 }
 
 /// Creates a user with a first token.
-pub async fn create_user(db: &Db, by: By<'_>, email: &str, admin: bool) -> Result<(Account, NewToken), ApiError> {
+pub async fn create_user(db: &Store, by: By<'_>, email: &str, admin: bool) -> Result<(Account, NewToken), ApiError> {
     by.require_admin()?;
     let email = users::parse_email(email).ok_or_else(|| {
         ApiError::invalid_field("invalid_body", "email", format!("{email:?} is not an email address"))
     })?;
-    let mut tx = begin_write(db).await?;
-    let account = match users::insert(&mut tx, email, admin).await {
-        Ok(account) => account,
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(ApiError::Conflict { code: "email_taken", message: format!("a user {email} exists already") });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let token = users::insert_token(&mut tx, account.id).await?;
-    let target = format!("user:{}", account.id);
-    let detail = format!("{email}{}, first token {}", if admin { " (admin)" } else { "" }, token.token.id);
-    activity::record_sqlx(
-        &mut *tx,
-        &Entry::new(Some(account.id), by.actor(), "user.create", target, "succeeded").with_detail(detail),
-    )
-    .await?;
-    tx.commit().await?;
+    let now = crate::store::now();
+    let (secret, hash) = users::new_token();
+    let (account, token) = transaction!(db, |q, conn| {
+        let account = match q::insert_account(&mut *conn, email, admin, now).await {
+            Ok(account) => account,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(ApiError::Conflict {
+                    code: "email_taken",
+                    message: format!("a user {email} exists already"),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let token = q::insert_token(&mut *conn, account.id, &hash, now).await?;
+        let target = format!("user:{}", account.id);
+        let detail = format!("{email}{}, first token {}", if admin { " (admin)" } else { "" }, token.id);
+        let entry = Entry::new(Some(account.id), by.actor(), "user.create", target, "succeeded").with_detail(detail);
+        q::record_activity(&mut *conn, &entry, now).await?;
+        Ok::<_, ApiError>((account, token))
+    })?;
+    let token = NewToken { token, secret };
     tracing::info!(user_id = account.id, email, admin, "user created");
     Ok((account, token))
 }
 
-pub async fn list_users(db: &Db, by: By<'_>) -> Result<Vec<Account>, ApiError> {
+pub async fn list_users(db: &Store, by: By<'_>) -> Result<Vec<Account>, ApiError> {
     by.require_admin()?;
-    Ok(users::list(&db.read).await?)
+    Ok(db.accounts().await?)
 }
 
 /// The user `id`, if `by` may act on them.
-async fn visible_user(db: &Db, by: By<'_>, id: i64) -> Result<Account, ApiError> {
-    match users::get(&db.read, id).await? {
+async fn visible_user(db: &Store, by: By<'_>, id: i64) -> Result<Account, ApiError> {
+    match db.account(id).await? {
         Some(account) if by.may_touch(account.id) => Ok(account),
         _ => Err(ApiError::NotFound("user")),
     }
 }
 
 /// A user by email, for the command line.
-pub async fn by_email(db: &Db, email: &str) -> Result<Account, ApiError> {
-    users::by_email(&db.read, email).await?.ok_or(ApiError::NotFound("user"))
+pub async fn by_email(db: &Store, email: &str) -> Result<Account, ApiError> {
+    db.account_by_email(email.trim()).await?.ok_or(ApiError::NotFound("user"))
 }
 
-pub async fn create_token(db: &Db, by: By<'_>, user_id: i64) -> Result<NewToken, ApiError> {
+pub async fn create_token(db: &Store, by: By<'_>, user_id: i64) -> Result<NewToken, ApiError> {
     let account = visible_user(db, by, user_id).await?;
-    let mut tx = begin_write(db).await?;
-    let token = users::insert_token(&mut tx, account.id).await?;
-    let target = format!("token:{}", token.token.id);
-    activity::record_sqlx(
-        &mut *tx,
-        &Entry::new(Some(account.id), by.actor(), "token.create", target, "succeeded").with_detail(account.email),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(token)
+    let now = crate::store::now();
+    let (secret, hash) = users::new_token();
+    let token = transaction!(db, |q, conn| {
+        let token = q::insert_token(&mut *conn, account.id, &hash, now).await?;
+        let target = format!("token:{}", token.id);
+        let entry = Entry::new(Some(account.id), by.actor(), "token.create", target, "succeeded")
+            .with_detail(&account.email);
+        q::record_activity(&mut *conn, &entry, now).await?;
+        Ok::<_, ApiError>(token)
+    })?;
+    Ok(NewToken { token, secret })
 }
 
-pub async fn list_tokens(db: &Db, by: By<'_>, user_id: i64) -> Result<Vec<Token>, ApiError> {
+pub async fn list_tokens(db: &Store, by: By<'_>, user_id: i64) -> Result<Vec<Token>, ApiError> {
     let account = visible_user(db, by, user_id).await?;
-    Ok(users::tokens_of(&db.read, account.id).await?)
+    Ok(db.tokens_of(account.id).await?)
 }
 
 /// Revokes a token: it answers 401 at once on this replica (`cache`), and
 /// within [`TokenCache::TTL`] on the others.
-pub async fn revoke_token(db: &Db, cache: Option<&TokenCache>, by: By<'_>, id: i64) -> Result<Token, ApiError> {
-    let mut tx = begin_write(db).await?;
-    let token = match users::token(&mut *tx, id).await? {
-        Some(token) if by.may_touch(token.user_id) => token,
-        _ => return Err(ApiError::NotFound("token")),
-    };
-    let token = users::revoke(&mut tx, token.id).await?;
-    let entry = Entry::new(Some(token.user_id), by.actor(), "token.revoke", format!("token:{id}"), "succeeded");
-    activity::record_sqlx(&mut *tx, &entry).await?;
-    tx.commit().await?;
+pub async fn revoke_token(db: &Store, cache: Option<&TokenCache>, by: By<'_>, id: i64) -> Result<Token, ApiError> {
+    let now = crate::store::now();
+    let token = transaction!(db, |q, conn| {
+        let token = match q::token(&mut *conn, id).await? {
+            Some(token) if by.may_touch(token.user_id) => token,
+            _ => return Err(ApiError::NotFound("token")),
+        };
+        let token = q::revoke_token(&mut *conn, token.id, now).await?;
+        let entry = Entry::new(Some(token.user_id), by.actor(), "token.revoke", format!("token:{id}"), "succeeded");
+        q::record_activity(&mut *conn, &entry, now).await?;
+        Ok::<_, ApiError>(token)
+    })?;
     if let Some(cache) = cache {
         cache.clear();
     }
@@ -135,7 +142,7 @@ pub async fn revoke_token(db: &Db, cache: Option<&TokenCache>, by: By<'_>, id: i
 /// while disabled. An admin cannot disable themself (nobody might be left
 /// to enable them); the operator can disable anyone.
 pub async fn set_disabled(
-    db: &Db,
+    db: &Store,
     cache: Option<&TokenCache>,
     by: By<'_>,
     user_id: i64,
@@ -151,16 +158,18 @@ pub async fn set_disabled(
             message: "an admin cannot disable themself".into(),
         });
     }
-    let mut tx = begin_write(db).await?;
-    if users::get(&mut *tx, user_id).await?.is_none() {
-        return Err(ApiError::NotFound("user"));
-    }
-    let account = users::set_disabled(&mut tx, user_id, disabled).await?;
-    let action = if disabled { "user.disable" } else { "user.enable" };
-    let entry = Entry::new(Some(user_id), by.actor(), action, format!("user:{user_id}"), "succeeded")
-        .with_detail(&account.email);
-    activity::record_sqlx(&mut *tx, &entry).await?;
-    tx.commit().await?;
+    let now = crate::store::now();
+    let account = transaction!(db, |q, conn| {
+        if q::account(&mut *conn, user_id).await?.is_none() {
+            return Err(ApiError::NotFound("user"));
+        }
+        let account = q::set_disabled(&mut *conn, user_id, disabled, now).await?;
+        let action = if disabled { "user.disable" } else { "user.enable" };
+        let entry = Entry::new(Some(user_id), by.actor(), action, format!("user:{user_id}"), "succeeded")
+            .with_detail(&account.email);
+        q::record_activity(&mut *conn, &entry, now).await?;
+        Ok::<_, ApiError>(account)
+    })?;
     if let Some(cache) = cache {
         cache.clear();
     }
@@ -169,9 +178,9 @@ pub async fn set_disabled(
 }
 
 /// A page of the activity log: every entry for an admin, a user's own otherwise.
-pub async fn activity(db: &Db, user: &User, before: Option<i64>, limit: u32) -> Result<activity::Page, ApiError> {
+pub async fn activity(db: &Store, user: &User, before: Option<i64>, limit: u32) -> Result<activity::Page, ApiError> {
     let owner = (!user.is_admin).then_some(user.id);
-    let mut page = activity::page(&db.read, owner, before, limit).await?;
+    let mut page = activity::page(db, owner, before, limit).await?;
     if !user.is_admin {
         for entry in &mut page.entries {
             crate::redact::optional(&mut entry.detail);

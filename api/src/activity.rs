@@ -1,12 +1,9 @@
 //! The activity log (seed 003 §3.6): who did what to what, when, and how it
 //! ended. Every lifecycle request (accepted or refused), every token and
 //! user change, and job outcomes. Recording is one INSERT, written in the
-//! transaction of the change it describes when there is one: on the
-//! writer's connection with [`record`], through sqlx with [`record_sqlx`].
+//! transaction of the change it describes when there is one.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::Sqlite;
+use crate::store::{Store, StoreError};
 
 /// One entry to record; plain data so any module can build one.
 #[derive(Debug, Clone)]
@@ -49,54 +46,7 @@ impl Entry {
     }
 }
 
-const INSERT: &str =
-    "INSERT INTO activity (at, user_id, actor, action, target, result, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-
-/// Records `entry` on the writer's connection ([`crate::writer`]), in the
-/// caller's transaction.
-pub fn record(conn: &rusqlite::Connection, entry: &Entry) -> rusqlite::Result<()> {
-    conn.prepare_cached(INSERT)?.execute(rusqlite::params![
-        crate::writer::timestamp(Utc::now()),
-        entry.user_id,
-        entry.actor,
-        entry.action,
-        entry.target,
-        entry.result,
-        entry.detail,
-    ])?;
-    Ok(())
-}
-
-/// Records `entry` through sqlx (a transaction, or the write pool).
-pub async fn record_sqlx<'e, E>(db: E, entry: &Entry) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    sqlx::query(INSERT)
-        .bind(crate::writer::timestamp(Utc::now()))
-        .bind(entry.user_id)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(&entry.result)
-        .bind(&entry.detail)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-/// An entry as stored and listed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Activity {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    pub user_id: Option<i64>,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub result: String,
-    pub detail: Option<String>,
-}
+pub use crate::store::Activity;
 
 /// A page of the log, newest first.
 pub struct Page {
@@ -107,19 +57,8 @@ pub struct Page {
 
 /// Up to `limit` entries older than `before` (all when `None`), of
 /// `user_id`'s log or of every log when `None`.
-pub async fn page<'e, E>(db: E, user_id: Option<i64>, before: Option<i64>, limit: u32) -> Result<Page, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    let mut entries: Vec<Activity> = sqlx::query_as(
-        "SELECT * FROM activity WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR id < ?2)
-         ORDER BY id DESC LIMIT ?3",
-    )
-    .bind(user_id)
-    .bind(before)
-    .bind(i64::from(limit) + 1)
-    .fetch_all(db)
-    .await?;
+pub async fn page(db: &Store, user_id: Option<i64>, before: Option<i64>, limit: u32) -> Result<Page, StoreError> {
+    let mut entries = db.activity(user_id, before, i64::from(limit) + 1).await?;
     let next = if entries.len() > limit as usize {
         entries.truncate(limit as usize);
         entries.last().map(|e| e.id)
@@ -132,25 +71,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::scratch;
+    use crate::store::scratch;
 
     #[tokio::test]
     async fn pages_run_newest_first_and_end_with_no_cursor() {
         let (_dir, db) = scratch().await;
         for n in 0..5 {
             let owner = if n % 2 == 0 { Some(1) } else { Some(2) };
-            record_sqlx(&db.write, &Entry::new(owner, "u@example.test", "start", format!("server:{n}"), "accepted"))
-                .await
-                .unwrap();
+            let entry = Entry::new(owner, "u@example.test", "start", format!("server:{n}"), "accepted");
+            db.write(move |tx| Box::pin(async move { tx.record_activity(&entry).await })).await.unwrap();
         }
-        let first = page(&db.read, None, None, 2).await.unwrap();
+        let first = page(&db, None, None, 2).await.unwrap();
         let targets: Vec<&str> = first.entries.iter().map(|e| e.target.as_str()).collect();
         assert_eq!(targets, ["server:4", "server:3"]);
-        let second = page(&db.read, None, first.next, 2).await.unwrap();
-        let third = page(&db.read, None, second.next, 2).await.unwrap();
+        let second = page(&db, None, first.next, 2).await.unwrap();
+        let third = page(&db, None, second.next, 2).await.unwrap();
         assert_eq!(third.entries.len(), 1);
         assert_eq!(third.next, None);
-        let own = page(&db.read, Some(2), None, 10).await.unwrap();
+        let own = page(&db, Some(2), None, 10).await.unwrap();
         assert!(own.entries.iter().all(|e| e.user_id == Some(2)) && own.entries.len() == 2);
     }
 }

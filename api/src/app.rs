@@ -14,17 +14,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{SeenContainer, Settings};
 
-use crate::db::{self, Db};
+use crate::store::Store;
 use crate::dispatch::Dispatcher;
 use crate::{events, http, monitor, schedule};
 
 /// What every handler and background task can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: Db,
+    pub db: Store,
     pub nats: async_nats::Client,
     pub dispatcher: Dispatcher,
-    pub writer: crate::writer::Writer,
     pub hosts: kv::Store,
     pub tokens: crate::users::TokenCache,
     /// The live hosts, followed from `hosts`.
@@ -57,8 +56,8 @@ impl Application {
     /// Connects everything and binds nothing: the caller passes a bound
     /// listener (tests bind `127.0.0.1:0`).
     pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
-        let db = db::open(&settings.database.url).await?;
-        db::migrate(&db).await?;
+        let db = Store::open(&settings.database.url).await?;
+        db.migrate().await?;
         let nats = vsfleet_contract::connect::connect(&settings, vsfleet_contract::connect::Role::Api).await?;
         let js = jetstream::new(nats.clone());
         let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
@@ -70,14 +69,11 @@ impl Application {
             .await
             .context("subscribing to monitor snapshots")?;
         let inbound = crate::inbound::Inbound::new(js.clone(), subjects.clone(), objects.jobs.clone());
-        let writer = crate::writer::Writer::spawn(&settings.database.url, db.write.clone())?;
-        let (dispatcher, marker) =
-            Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone(), writer.clone());
+        let (dispatcher, marker) = Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone());
         let state = AppState {
             db,
             nats,
             dispatcher,
-            writer,
             hosts: objects.hosts,
             registry: crate::hosts::Registry::default(),
             tokens: crate::users::TokenCache::default(),

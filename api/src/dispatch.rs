@@ -16,14 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{JobId, Subjects};
 
-use crate::db::Db;
-use crate::jobs::{self, Job};
-use crate::writer::Writer;
+use crate::jobs::Job;
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
-    #[error("job row has an unknown action {0:?}")]
-    BadRow(String),
     #[error("publishing to JetStream: {0}")]
     Publish(#[from] jetstream::context::PublishError),
     #[error("JetStream did not acknowledge the publish within {0:?}")]
@@ -35,7 +32,7 @@ pub struct Dispatcher {
     js: jetstream::Context,
     subjects: Subjects,
     timeout: Duration,
-    db: Db,
+    db: Store,
     /// Acknowledged jobs, marked published in batches by [`Marker`].
     marks: mpsc::UnboundedSender<JobId>,
 }
@@ -46,7 +43,7 @@ pub struct Dispatcher {
 /// crash only means one more publish by the outbox, which JetStream drops
 /// as a duplicate.
 pub struct Marker {
-    writer: Writer,
+    db: Store,
     marks: mpsc::UnboundedReceiver<JobId>,
 }
 
@@ -55,19 +52,17 @@ impl Dispatcher {
         js: jetstream::Context,
         subjects: Subjects,
         timeout: Duration,
-        db: Db,
-        writer: Writer,
+        db: Store,
     ) -> (Self, Marker) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { js, subjects, timeout, db, marks: tx }, Marker { writer, marks: rx })
+        (Self { js, subjects, timeout, db: db.clone(), marks: tx }, Marker { db, marks: rx })
     }
 
     /// Publishes a committed job and waits for JetStream to store it.
     pub async fn publish(&self, job: &Job) -> Result<(), DispatchError> {
-        let action = job.action().ok_or_else(|| DispatchError::BadRow(job.action.clone()))?;
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, job.id.as_str());
-        let subject = self.subjects.job(&job.host, action);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, job.id.to_string().as_str());
+        let subject = self.subjects.job(&job.host, job.action);
         let publish = async {
             let ack = self.js.publish_with_headers(subject, headers, Bytes::from(job.payload.clone())).await?;
             ack.await
@@ -92,7 +87,7 @@ impl Dispatcher {
             }
             // The grace period leaves a fresh job to the request publishing it.
             let before = Utc::now() - chrono::Duration::seconds(2);
-            let pending = match jobs::unpublished(&self.db.read, before, 200).await {
+            let pending = match self.db.unpublished(before, 200).await {
                 Ok(pending) => pending,
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), "outbox: reading unpublished jobs");
@@ -134,7 +129,7 @@ impl Marker {
                 batch.push(id);
             }
             let ids = std::mem::take(&mut batch);
-            if let Err(error) = self.writer.write(move |conn| jobs::mark_published(conn, &ids)).await {
+            if let Err(error) = mark_published(&self.db, ids).await {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "marking jobs published; the outbox will publish them again"
@@ -146,7 +141,12 @@ impl Marker {
             batch.push(id);
         }
         if !batch.is_empty() {
-            let _ = self.writer.write(move |conn| jobs::mark_published(conn, &batch)).await;
+            let _ = mark_published(&self.db, batch).await;
         }
     }
+}
+
+async fn mark_published(db: &Store, ids: Vec<JobId>) -> Result<(), crate::store::StoreError> {
+    let at = crate::store::now();
+    db.write(move |tx| Box::pin(async move { tx.mark_published(&ids, at).await })).await
 }

@@ -115,8 +115,8 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<crate::writer::WriteError> for ApiError {
-    fn from(e: crate::writer::WriteError) -> Self {
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
         ApiError::Internal(anyhow::Error::new(e))
     }
 }

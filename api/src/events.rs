@@ -18,13 +18,12 @@ use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{ContainerState, Inventory, JobEvent, JobId, Observed};
 
 use crate::app::{AppState, HostSync};
-use crate::db::{Db, begin_write};
+use crate::store::{Store, transaction};
 use crate::error::ApiError;
 use crate::inbound::{self, Kind};
 use crate::job_events::Rejection;
-use crate::jobs;
 use crate::reconcile::{self, HostInventory};
-use crate::{job_events, lifecycle, servers};
+use crate::{job_events, lifecycle};
 
 pub async fn consumer(
     events: &jetstream::stream::Stream,
@@ -246,8 +245,8 @@ async fn write_events(
 ) -> Result<Vec<(usize, Rejection)>, String> {
     let retention = state.settings.retention();
     state
-        .writer
-        .write(move |conn| job_events::record(conn, &events, retention, &hand_jobs))
+        .db
+        .write(move |tx| Box::pin(async move { job_events::record(tx, &events, retention, &hand_jobs).await }))
         .await
         .map_err(|error| format!("{error:#}"))
 }
@@ -372,29 +371,25 @@ impl From<Applied> for ApiError {
 /// Drift seen in Docker's event stream: the server follows its container,
 /// unless a job is in flight (the job will say) or it is in a state only a
 /// job may leave. Only the server's own host may report it.
-pub async fn apply_observed(db: &Db, seen: &Observed) -> Result<(), Applied> {
-    let mut tx = begin_write(db).await?;
+pub async fn apply_observed(store: &Store, seen: &Observed) -> Result<(), Applied> {
     let id = seen.server_id.as_i64();
-    let Some(server) = servers::get(&mut *tx, id).await? else { return Ok(()) };
-    if server.host != seen.host {
-        return Err(Applied::Refused(format!(
-            "server {} lives on host {}, not on the reporting host {}",
-            seen.server_id, server.host, seen.host
-        )));
-    }
-    if jobs::in_flight(&mut *tx, id).await?.is_some() {
-        return Ok(());
-    }
-    let Some(status) = server.status().drifted(seen.observed.container) else { return Ok(()) };
-    sqlx::query("UPDATE servers SET status = ?, container_id = ?, data_exists = ?, updated_at = ? WHERE id = ?")
-        .bind(status.as_str())
-        .bind(&seen.observed.container_id)
-        .bind(seen.observed.data_exists)
-        .bind(Utc::now())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let status = transaction!(store, |q, conn| {
+        let Some(server) = q::server_for_update(&mut *conn, id).await? else { return Ok(()) };
+        if server.host != seen.host {
+            return Err(Applied::Refused(format!(
+                "server {} lives on host {}, not on the reporting host {}",
+                seen.server_id, server.host, seen.host
+            )));
+        }
+        if q::job_in_flight(&mut *conn, id).await?.is_some() {
+            return Ok(());
+        }
+        let Some(status) = server.status.drifted(seen.observed.container) else { return Ok(()) };
+        let observed = &seen.observed;
+        let at = crate::store::now();
+        q::set_observed(&mut *conn, id, status, observed.container_id.as_deref(), observed.data_exists, at).await?;
+        Ok::<_, Applied>(status)
+    })?;
     tracing::info!(server_id = id, cause = seen.cause, %status, "drift recorded");
     Ok(())
 }

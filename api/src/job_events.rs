@@ -1,4 +1,4 @@
-//! Recording a batch of job events on the writer ([`crate::writer`]): the
+//! Recording a batch of job events in one write transaction: the
 //! job and server rows the batch touches are read once, the events are
 //! applied to them in memory in delivery order, and each changed row is
 //! written once. Through sqlx, one statement per event (three or four for
@@ -12,8 +12,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use vsfleet_contract::{Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation, ServerStatus};
 
-use crate::jobs::{self, Job, QueuedJob};
-use crate::servers::{self, Server};
+use crate::store::{Job, NewJob, Server, StoreError, Tx};
 
 /// Why an event was not applied. Nothing of a rejected event is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,21 +30,21 @@ pub enum Rejection {
 /// returned by index. Applying an event twice changes nothing: a finished
 /// job ignores later events. `hand_jobs` are jobs published by hand whose
 /// message was verified: their first event creates their row.
-pub fn record(
-    conn: &rusqlite::Connection,
+pub async fn record(
+    tx: &mut Tx<'_>,
     events: &[JobEvent],
     retention: chrono::Duration,
     hand_jobs: &HashSet<JobId>,
-) -> rusqlite::Result<Vec<(usize, Rejection)>> {
-    let mut ids: Vec<String> = events.iter().map(|ev| ev.job_id.to_string()).collect();
+) -> Result<Vec<(usize, Rejection)>, StoreError> {
+    let mut ids: Vec<JobId> = events.iter().map(|ev| ev.job_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let jobs = jobs::get_many(conn, &ids)?.into_iter().map(|job| (job.id.clone(), job)).collect();
+    let jobs = tx.jobs_by_ids(&ids).await?.into_iter().map(|job| (job.id, job)).collect();
     let mut server_ids: Vec<i64> =
         events.iter().filter(|ev| !matches!(ev.phase, JobPhase::Started)).map(|ev| ev.server_id.as_i64()).collect();
     server_ids.sort_unstable();
     server_ids.dedup();
-    let servers = servers::get_many(conn, &server_ids)?.into_iter().map(|s| (s.id, s)).collect();
+    let servers = tx.servers_by_ids(&server_ids).await?.into_iter().map(|s| (s.id, s)).collect();
 
     let mut rows = Rows { jobs, servers, ..Default::default() };
     let mut rejected = Vec::new();
@@ -60,14 +59,14 @@ pub fn record(
     let new: Vec<&Job> = rows.new_jobs.iter().map(|id| &rows.jobs[id]).collect();
     let changed: Vec<&Job> =
         rows.changed_jobs.iter().filter(|id| !rows.new_jobs.contains(*id)).map(|id| &rows.jobs[id]).collect();
-    jobs::insert_rows(conn, &new)?;
-    jobs::update_progress(conn, &changed)?;
-    servers::clear_containers(conn, &rows.cleared.iter().copied().collect::<Vec<_>>())?;
-    servers::delete_many(conn, &rows.purged)?;
+    tx.insert_jobs(&new).await?;
+    tx.update_job_progress(&changed).await?;
+    tx.clear_containers(&rows.cleared.iter().copied().collect::<Vec<_>>()).await?;
+    tx.delete_servers(&rows.purged).await?;
     let servers: Vec<&Server> = rows.changed_servers.iter().filter_map(|id| rows.servers.get(id)).collect();
-    servers::update_outcome(conn, &servers)?;
+    tx.update_server_outcome(&servers).await?;
     for entry in &rows.outcomes {
-        crate::activity::record(conn, entry)?;
+        tx.record_activity(entry).await?;
     }
     Ok(rejected)
 }
@@ -75,11 +74,11 @@ pub fn record(
 /// The rows a batch touches, as the events leave them.
 #[derive(Default)]
 struct Rows {
-    jobs: HashMap<String, Job>,
+    jobs: HashMap<JobId, Job>,
     /// A purged server is removed, so later events find no row, as they would in the table.
     servers: HashMap<i64, Server>,
-    new_jobs: BTreeSet<String>,
-    changed_jobs: BTreeSet<String>,
+    new_jobs: BTreeSet<JobId>,
+    changed_jobs: BTreeSet<JobId>,
     changed_servers: BTreeSet<i64>,
     /// Servers whose inner containers' rows go (deleted or purged).
     cleared: BTreeSet<i64>,
@@ -95,7 +94,7 @@ impl Rows {
         retention: chrono::Duration,
         hand_jobs: &HashSet<JobId>,
     ) -> Result<(), Rejection> {
-        let id = ev.job_id.to_string();
+        let id = ev.job_id;
         match self.jobs.get(&id) {
             Some(job) => matches_job(job, ev)?,
             None if hand_jobs.contains(&ev.job_id) => {}
@@ -107,11 +106,11 @@ impl Rows {
         if !matches!(ev.phase, JobPhase::Started) {
             self.check_server(ev)?;
         }
-        let job = self.jobs.entry(id.clone()).or_insert_with(|| {
+        let job = self.jobs.entry(id).or_insert_with(|| {
             // A job published by hand: it shows in the API from its first event.
             tracing::info!("recorded a job published directly on NATS");
-            self.new_jobs.insert(id.clone());
-            QueuedJob {
+            self.new_jobs.insert(id);
+            Job::queued(NewJob {
                 id: ev.job_id,
                 server_id: ev.server_id.as_i64(),
                 action: ev.action,
@@ -120,8 +119,7 @@ impl Rows {
                 payload: "{}".to_owned(),
                 requested_by: None,
                 created_at: ev.at,
-            }
-            .row()
+            })
         });
         self.changed_jobs.insert(id);
         let attempt = ev.attempt as i64;
@@ -131,7 +129,7 @@ impl Rows {
         let requested_by = job.requested_by;
         let result = match &ev.phase {
             JobPhase::Started => {
-                job.status = JobStatus::Running.as_str().to_owned();
+                job.status = JobStatus::Running;
                 return Ok(());
             }
             JobPhase::Succeeded { detail, .. } => {
@@ -223,7 +221,7 @@ impl Rows {
             } else {
                 (None, None)
             };
-        server.status = status.as_str().to_owned();
+        server.status = status;
         if let Some(seen) = seen {
             server.container_id.clone_from(&seen.container_id);
             server.data_exists = seen.data_exists;
@@ -231,7 +229,7 @@ impl Rows {
         server.last_error = error.map(str::to_owned);
         server.deleted_at = deleted_at;
         server.purge_after = purge_after;
-        server.updated_at = Utc::now();
+        server.updated_at = crate::store::now();
         self.changed_servers.insert(id);
         tracing::info!(status = %status, "server state recorded");
     }
@@ -239,7 +237,7 @@ impl Rows {
 
 /// An event must be about its job: the same server, action and host.
 fn matches_job(job: &Job, ev: &JobEvent) -> Result<(), Rejection> {
-    if job.server_id == ev.server_id.as_i64() && job.action == ev.action.as_str() && job.host == ev.host {
+    if job.server_id == ev.server_id.as_i64() && job.action == ev.action && job.host == ev.host {
         return Ok(());
     }
     Err(Rejection::Contradicts(format!(
@@ -249,7 +247,7 @@ fn matches_job(job: &Job, ev: &JobEvent) -> Result<(), Rejection> {
 }
 
 fn finish(job: &mut Job, at: DateTime<Utc>, status: JobStatus, error: Option<&str>, result: Option<serde_json::Value>) {
-    job.status = status.as_str().to_owned();
+    job.status = status;
     job.error = error.map(str::to_owned);
     job.result = result.map(sqlx::types::Json);
     job.finished_at = Some(at);
@@ -260,25 +258,28 @@ mod tests {
     use vsfleet_contract::{ContainerState, JobId, ServerId};
 
     use super::*;
-    use crate::db::{Db, scratch, scratch_server};
-    use crate::jobs::NewJob;
+    use crate::store::{Store, scratch, scratch_server};
 
-    async fn queued_job(db: &Db, server_id: i64, action: Action) -> JobId {
+    async fn queued_job(db: &Store, server_id: i64, action: Action) -> JobId {
         let id = JobId::new();
-        let mut conn = db.write.acquire().await.unwrap();
-        let new = NewJob {
+        let job = Job::queued(NewJob {
             id,
             server_id,
             action,
-            host: "h1",
-            status: JobStatus::Queued,
+            host: "h1".into(),
             origin: "api",
-            payload: "{}",
+            payload: "{}".into(),
             requested_by: None,
-            created_at: Utc::now(),
-        };
-        jobs::insert(&mut conn, new).await.unwrap();
+            created_at: crate::store::now(),
+        });
+        db.write(move |tx| Box::pin(async move { tx.insert_jobs(&[&job]).await })).await.unwrap();
         id
+    }
+
+    /// The SQLite pools under a scratch store, for rows the store has no read for.
+    fn sqlite(db: &Store) -> &crate::store::SqliteStore {
+        let Store::Sqlite(s) = db else { unreachable!("scratch stores are SQLite") };
+        s
     }
 
     fn event(job_id: JobId, server_id: i64, action: Action, phase: JobPhase) -> JobEvent {
@@ -309,20 +310,18 @@ mod tests {
         JobPhase::Succeeded { observed, detail: None }
     }
 
-    async fn record_all(db: &Db, events: &[JobEvent]) -> Vec<(usize, Rejection)> {
+    async fn record_all(db: &Store, events: &[JobEvent]) -> Vec<(usize, Rejection)> {
         record_with(db, events, &HashSet::new()).await
     }
 
-    async fn record_with(db: &Db, events: &[JobEvent], hand_jobs: &HashSet<JobId>) -> Vec<(usize, Rejection)> {
-        let mut conn = rusqlite::Connection::open(db.write.connect_options().get_filename()).unwrap();
-        let tx = conn.transaction().unwrap();
-        let rejected = record(&tx, events, chrono::Duration::days(7), hand_jobs).unwrap();
-        tx.commit().unwrap();
-        rejected
+    async fn record_with(db: &Store, events: &[JobEvent], hand_jobs: &HashSet<JobId>) -> Vec<(usize, Rejection)> {
+        let (events, hand_jobs) = (events.to_vec(), hand_jobs.clone());
+        let retention = chrono::Duration::days(7);
+        db.write(move |tx| Box::pin(async move { record(tx, &events, retention, &hand_jobs).await })).await.unwrap()
     }
 
-    async fn job(db: &Db, id: JobId) -> Job {
-        jobs::get(&db.read, &id.to_string()).await.unwrap().unwrap()
+    async fn job(db: &Store, id: JobId) -> Job {
+        db.job(id).await.unwrap().unwrap()
     }
 
     #[tokio::test]
@@ -342,12 +341,12 @@ mod tests {
             (row.started_at, row.published_at, row.finished_at),
             (Some(events[0].at), Some(events[0].at), Some(events[1].at))
         );
-        let row = servers::get(&db.read, server).await.unwrap().unwrap();
+        let row = db.server(server).await.unwrap().unwrap();
         assert_eq!((row.status.as_str(), row.container_id.as_deref(), row.data_exists), ("running", Some("c1"), true));
 
         // Redelivered: a finished job ignores them.
         record_all(&db, &[event(id, server, Action::Start, JobPhase::Started)]).await;
-        assert_eq!(job(&db, id).await.status, "succeeded");
+        assert_eq!(job(&db, id).await.status.as_str(), "succeeded");
     }
 
     #[tokio::test]
@@ -360,13 +359,13 @@ mod tests {
         let row = job(&db, id).await;
         assert_eq!((row.status.as_str(), row.error.as_deref(), row.attempts), ("failed", Some("no space"), 1));
         assert!(row.started_at.is_some() && row.finished_at.is_some());
-        let row = servers::get(&db.read, server).await.unwrap().unwrap();
+        let row = db.server(server).await.unwrap().unwrap();
         assert_eq!((row.status.as_str(), row.last_error.as_deref()), ("failed", Some("no space")));
         // The outcome is in the owner's activity log.
         let (action, target, result): (String, String, String) =
-            sqlx::query_as("SELECT action, target, result FROM activity WHERE user_id = ?")
+            sqlx::query_as("SELECT action, target, result FROM activity WHERE user_id = $1")
                 .bind(row.owner_id)
-                .fetch_one(&db.read)
+                .fetch_one(&sqlite(&db).read)
                 .await
                 .unwrap();
         assert_eq!(
@@ -381,10 +380,10 @@ mod tests {
         let server = scratch_server(&db, "deleting").await;
         sqlx::query(
             "INSERT INTO server_containers (server_id, docker_id, image, names, state, status, ports, labels, created, updated_at)
-             VALUES (?, 'd1', 'i', 'n', 'running', 'Up', '', '', '', '2025-01-01T00:00:00Z')",
+             VALUES ($1, 'd1', 'i', 'n', 'running', 'Up', '', '', '', '2025-01-01T00:00:00Z')",
         )
         .bind(server)
-        .execute(&db.write)
+        .execute(&sqlite(&db).write)
         .await
         .unwrap();
         let delete = queued_job(&db, server, Action::Delete).await;
@@ -400,12 +399,12 @@ mod tests {
         ];
         let rejected = record_with(&db, &events, &HashSet::from([purge, cleanup])).await;
         assert!(rejected.is_empty(), "{rejected:?}");
-        assert_eq!(job(&db, delete).await.status, "succeeded");
+        assert_eq!(job(&db, delete).await.status.as_str(), "succeeded");
         let hand = job(&db, purge).await;
         assert_eq!((hand.origin.as_str(), hand.status.as_str(), hand.action.as_str()), ("nats", "succeeded", "purge"));
-        assert!(servers::get(&db.read, server).await.unwrap().is_none());
+        assert!(db.server(server).await.unwrap().is_none());
         let (left,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM server_containers").fetch_one(&db.read).await.unwrap();
+            sqlx::query_as("SELECT COUNT(*) FROM server_containers").fetch_one(&sqlite(&db).read).await.unwrap();
         assert_eq!(left, 0);
     }
 
@@ -429,8 +428,8 @@ mod tests {
         assert_eq!(rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(rejected[0].1, Rejection::UnknownJob);
         assert!(matches!(&rejected[1].1, Rejection::Contradicts(why) if why.contains("purge")), "{rejected:?}");
-        assert_eq!(job(&db, stop).await.status, "queued");
-        let row = servers::get(&db.read, server).await.unwrap().unwrap();
+        assert_eq!(job(&db, stop).await.status.as_str(), "queued");
+        let row = db.server(server).await.unwrap().unwrap();
         assert_eq!(row.status(), ServerStatus::Running);
 
         // A purge of a server whose data is still there is not a success.
@@ -442,7 +441,7 @@ mod tests {
         )
         .await;
         assert!(matches!(&rejected[0].1, Rejection::Contradicts(why) if why.contains("still has")), "{rejected:?}");
-        assert!(servers::get(&db.read, server).await.unwrap().is_some());
+        assert!(db.server(server).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -452,7 +451,7 @@ mod tests {
         let id = queued_job(&db, server, Action::Delete).await;
         let done = event(id, server, Action::Delete, succeeded(ContainerState::Absent));
         record_all(&db, std::slice::from_ref(&done)).await;
-        let row = servers::get(&db.read, server).await.unwrap().unwrap();
+        let row = db.server(server).await.unwrap().unwrap();
         assert_eq!(row.status(), ServerStatus::Deleted);
         assert_eq!((row.deleted_at, row.purge_after), (Some(done.at), Some(done.at + chrono::Duration::days(7))));
     }

@@ -7,7 +7,6 @@
 //! - [`inbound`]: the checks of every message heard from NATS; what fails them goes to the dead letters.
 //! - [`events`]: recording the workers' events: job phases, drift, inventories.
 //! - [`job_events`]: applying a batch of job phases to the rows in a fixed number of statements.
-//! - [`writer`]: the group-commit writer: concurrent requests' writes in one transaction.
 //! - [`reconcile`]: a host's inventory against the database (the periodic sync).
 //! - [`schedule`]: the api's periodic jobs: stale-row cleanup and auto-purge.
 //! - [`monitor`]: the containers inside each running server.
@@ -15,13 +14,13 @@
 //! - [`accounts`]: the rules of users and tokens (who may create, revoke, disable what).
 //! - [`activity`]: the activity log: who did what to what, when, and how it ended.
 //! - [`redact`]: host paths out of what tenants read.
-//! - [`db`], [`servers`], [`jobs`], [`users`]: the database and its rows.
+//! - [`store`]: the database (SQLite or PostgreSQL), the only place that holds SQL, and its typed rows.
+//! - [`servers`], [`jobs`], [`users`]: what the api does with those rows (views, payloads, tokens).
 //! - [`error`]: the one HTTP error type.
 
 pub mod accounts;
 pub mod activity;
 pub mod app;
-pub mod db;
 pub mod dispatch;
 pub mod error;
 pub mod events;
@@ -36,8 +35,8 @@ pub mod reconcile;
 pub mod redact;
 pub mod schedule;
 pub mod servers;
+pub mod store;
 pub mod users;
 pub mod watchdog;
-pub mod writer;
 
 pub use app::{AppState, Application};

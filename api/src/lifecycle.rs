@@ -1,17 +1,17 @@
 //! Turning a request into a job: check ownership and state, commit the job
 //! row with the server's state change in one transaction (shared with the
-//! requests queued beside it, see [`crate::writer`]), then publish.
+//! requests queued beside it, see [`crate::store`]), then publish.
 
 use async_nats::connection::State as NatsState;
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, ServerId, ServerName, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec, ServerStatus};
 
-use crate::activity::{self, Entry};
+use crate::activity::Entry;
 use crate::app::AppState;
-use crate::db::begin_write;
 use crate::error::ApiError;
-use crate::jobs::{self, Job, NewJob, QueuedJob};
+use crate::jobs::{self, Job, NewJob};
 use crate::servers::{self, NewServer, Server};
+use crate::store::{Checked, StoreError, Tx, transaction};
 use crate::users::User;
 
 /// Who asks for a job.
@@ -83,7 +83,7 @@ async fn refuse<T>(state: &AppState, note: &Note, error: ApiError) -> Result<T, 
         return Err(error);
     }
     let entry = note.refused(&error);
-    if let Err(e) = state.writer.write(move |conn| activity::record(conn, &entry)).await {
+    if let Err(e) = state.db.write(move |tx| Box::pin(async move { tx.record_activity(&entry).await })).await {
         tracing::warn!(error = format!("{e:#}"), "recording a refused request in the activity log failed");
     }
     Err(error)
@@ -125,7 +125,7 @@ pub async fn live_hosts_or_none(state: &AppState) -> Option<Vec<HostPresence>> {
 /// writer checks the room again in the insert's transaction.
 async fn place(state: &AppState, pinned: Option<&str>) -> Result<Placement, ApiError> {
     let alive = live_hosts(state).await?;
-    let load = servers::load_by_host(&state.db.read).await?;
+    let load = state.db.servers_per_host().await?;
     let count = |host: &str| load.iter().find(|(h, _)| h == host).map_or(0, |(_, n)| *n);
     let room = |p: &HostPresence| p.capacity.is_none_or(|c| count(&p.host) < i64::from(c));
     if let Some(host) = pinned {
@@ -215,48 +215,55 @@ pub async fn create(
     let limit = api.deadlines.of(Action::Create);
     let placed = host.clone();
     let accepted = state
-        .writer
-        .write(move |conn| {
-            if let Some(max) = max_servers
-                && servers::live_count_now(conn, owner)? >= max
-            {
-                let refused = ApiError::invalid_field(
-                    "limit_reached",
-                    "servers",
-                    format!("a user may have {max} servers that are not deleted; delete one first"),
-                );
-                activity::record(conn, &note.refused(&refused))?;
-                return Ok(Err(refused));
-            }
-            // Racing creates placed on one host cannot both take its last place.
-            if let Some(capacity) = capacity
-                && servers::host_count_now(conn, &placed)? >= i64::from(capacity)
-            {
-                let refused = ApiError::Unavailable {
-                    code: "no_host_available",
-                    message: format!("host {placed} reached its capacity ({capacity}) meanwhile; try again"),
+        .db
+        .write(move |tx| {
+            Box::pin(async move {
+                let refuse = async |tx: &mut Tx<'_>, refused: ApiError| {
+                    tx.record_activity(&note.refused(&refused)).await?;
+                    Ok::<_, StoreError>(Err(refused))
                 };
-                activity::record(conn, &note.refused(&refused))?;
-                return Ok(Err(refused));
-            }
-            let created_at = Utc::now();
-            let new = NewServer { owner_id: owner, name: name.as_str(), host: &placed, spec: &spec };
-            let server = servers::insert_now(conn, &new)?;
-            let server_id = ServerId::new(server.id).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-            let job = QueuedJob {
-                id: job_id,
-                server_id: server.id,
-                action: Action::Create,
-                host: server.host.clone(),
-                origin,
-                payload: jobs::payload(server_id, job_id, Some(spec.clone()), created_at, limit),
-                requested_by: Some(owner),
-                created_at,
-            };
-            let job = jobs::insert_queued(conn, &job)?;
-            let target = format!("server:{}", server.id);
-            activity::record(conn, &note.done(owner, target, "accepted", format!("job {}", job.id)))?;
-            Ok(Ok((server, job)))
+                tx.lock_for_create(owner, &placed).await?;
+                if let Some(max) = max_servers
+                    && tx.live_count(owner).await? >= max
+                {
+                    let refused = ApiError::invalid_field(
+                        "limit_reached",
+                        "servers",
+                        format!("a user may have {max} servers that are not deleted; delete one first"),
+                    );
+                    return refuse(tx, refused).await;
+                }
+                // Racing creates placed on one host cannot both take its last place.
+                if let Some(capacity) = capacity
+                    && tx.host_count(&placed).await? >= i64::from(capacity)
+                {
+                    let refused = ApiError::Unavailable {
+                        code: "no_host_available",
+                        message: format!("host {placed} reached its capacity ({capacity}) meanwhile; try again"),
+                    };
+                    return refuse(tx, refused).await;
+                }
+                let created_at = crate::store::now();
+                let new = NewServer { owner_id: owner, name: name.as_str().to_owned(), host: placed, spec, created_at };
+                let server = tx.insert_server(&new).await?;
+                let Ok(server_id) = ServerId::new(server.id) else {
+                    return Ok(Err(ApiError::Internal(anyhow::anyhow!("the database gave server id {}", server.id))));
+                };
+                let job = Job::queued(NewJob {
+                    id: job_id,
+                    server_id: server.id,
+                    action: Action::Create,
+                    host: server.host.clone(),
+                    origin,
+                    payload: jobs::payload(server_id, job_id, Some(new.spec.clone()), created_at, limit),
+                    requested_by: Some(owner),
+                    created_at,
+                });
+                tx.insert_jobs(&[&job]).await?;
+                let target = format!("server:{}", server.id);
+                tx.record_activity(&note.done(owner, target, "accepted", format!("job {}", job.id))).await?;
+                Ok(Ok((server, job)))
+            })
         })
         .await?;
     let (server, job) = accepted?;
@@ -282,42 +289,54 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
     let (origin, requested_by) = (actor.origin(), actor.user_id());
     let limit = state.settings.api.deadlines.of(action);
     let accepted = state
-        .writer
-        .write(move |conn| {
-            let refuse = |refused: ApiError| -> rusqlite::Result<Result<Job, ApiError>> {
-                activity::record(conn, &note.refused(&refused))?;
-                Ok(Err(refused))
-            };
-            let Some(found) = servers::checked_now(conn, server_id)? else {
-                return refuse(ApiError::NotFound("server"));
-            };
-            if let Err(refused) = check(&found, viewer, action) {
-                return refuse(refused);
-            }
-            let owner = found.owner_id;
-            let id = JobId::new();
-            // Start and restart may rebuild the container, so they carry the spec.
-            let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
-            let created_at = Utc::now();
-            let payload = match payload(server_id, id, spec, created_at, limit) {
-                Ok(payload) => payload,
-                Err(error) => return Ok(Err(error)),
-            };
-            let job = QueuedJob { id, server_id, action, host: found.host, origin, payload, requested_by, created_at };
-            let allowed: Vec<ServerStatus> =
-                ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
-            // Checked above in this transaction; the conditional insert and
-            // the unique index still guard the rule where it is stored.
-            let Some(job) = jobs::insert_if_allowed(conn, &job, &allowed)? else {
-                return Ok(Err(ApiError::Internal(anyhow::anyhow!(
-                    "job for server {server_id} refused without a reason"
-                ))));
-            };
-            if let Some(status) = action.in_flight_status() {
-                servers::set_status_now(conn, server_id, status)?;
-            }
-            activity::record(conn, &note.done(owner, note.target.clone(), "accepted", format!("job {}", job.id)))?;
-            Ok(Ok(job))
+        .db
+        .write(move |tx| {
+            Box::pin(async move {
+                let refuse = async |tx: &mut Tx<'_>, refused: ApiError| {
+                    tx.record_activity(&note.refused(&refused)).await?;
+                    Ok::<_, StoreError>(Err(refused))
+                };
+                let Some(found) = tx.checked(server_id).await? else {
+                    return refuse(tx, ApiError::NotFound("server")).await;
+                };
+                if let Err(refused) = check(&found, viewer, action) {
+                    return refuse(tx, refused).await;
+                }
+                let owner = found.owner_id;
+                let id = JobId::new();
+                // Start and restart may rebuild the container, so they carry the spec.
+                let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
+                let created_at = jobs::created_at(found.last_job_at);
+                let payload = match payload(server_id, id, spec, created_at, limit) {
+                    Ok(payload) => payload,
+                    Err(error) => return Ok(Err(error)),
+                };
+                let job = Job::queued(NewJob {
+                    id,
+                    server_id,
+                    action,
+                    host: found.host,
+                    origin,
+                    payload,
+                    requested_by,
+                    created_at,
+                });
+                let allowed: Vec<ServerStatus> =
+                    ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
+                // Checked above in this transaction; the conditional insert and
+                // the unique index still guard the rule where it is stored.
+                if !tx.insert_job_if_allowed(&job, &allowed).await? {
+                    return Ok(Err(ApiError::Internal(anyhow::anyhow!(
+                        "job for server {server_id} refused without a reason"
+                    ))));
+                }
+                if let Some(status) = action.in_flight_status() {
+                    tx.set_status(server_id, status, created_at).await?;
+                }
+                let done = note.done(owner, note.target.clone(), "accepted", format!("job {}", job.id));
+                tx.record_activity(&done).await?;
+                Ok(Ok(job))
+            })
         })
         .await?;
     let job = accepted?;
@@ -329,12 +348,12 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
 /// Visibility, jobs in flight, then the state machine, in that order (the
 /// job in flight is the more useful answer while a create or delete runs).
 /// `viewer` is the user's id and admin flag; `None` sees every server.
-fn check(found: &servers::Checked, viewer: Option<(i64, bool)>, action: Action) -> Result<(), ApiError> {
+fn check(found: &Checked, viewer: Option<(i64, bool)>, action: Action) -> Result<(), ApiError> {
     if viewer.is_some_and(|(id, admin)| !admin && found.owner_id != id) {
         return Err(ApiError::NotFound("server"));
     }
     if let Some(busy) = &found.busy_job {
-        return Err(ApiError::JobInFlight(busy.parse().map_err(anyhow::Error::from)?));
+        return Err(ApiError::JobInFlight(*busy));
     }
     if !action.allowed_from(found.status) {
         return Err(ApiError::InvalidTransition { action: action.as_str(), status: found.status });
@@ -358,12 +377,32 @@ fn payload(
 /// live row (an orphan). No state check: there is no state to check.
 pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<Job, ApiError> {
     ensure_broker(state)?;
-    let mut tx = begin_write(&state.db).await?;
-    if let Some(busy) = jobs::in_flight(&mut *tx, server_id.as_i64()).await? {
-        return Err(ApiError::JobInFlight(busy.job_id()));
-    }
-    let job = insert_job(state, &mut tx, Actor::Scheduler, server_id.as_i64(), host, Action::Reap, None).await?;
-    tx.commit().await?;
+    let id = server_id.as_i64();
+    let limit = state.settings.api.deadlines.of(Action::Reap);
+    let (job_id, created_at) = (JobId::new(), crate::store::now());
+    let job = Job::queued(NewJob {
+        id: job_id,
+        server_id: id,
+        action: Action::Reap,
+        host: host.to_owned(),
+        origin: Actor::Scheduler.origin(),
+        payload: jobs::payload(server_id, job_id, None, created_at, limit),
+        requested_by: None,
+        created_at,
+    });
+    let accepted = state
+        .db
+        .write(move |tx| {
+            Box::pin(async move {
+                if let Some(busy) = tx.busy_job(id).await? {
+                    return Ok(Err(ApiError::JobInFlight(busy)));
+                }
+                tx.insert_jobs(&[&job]).await?;
+                Ok(Ok(job))
+            })
+        })
+        .await?;
+    let job = accepted?;
     tracing::warn!(%server_id, host, job_id = %job.id, "removing an orphan container");
     publish(state, &job).await;
     Ok(job)
@@ -381,7 +420,7 @@ pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result
         Err(ApiError::Internal(_)) => return outcome,
         Err(refused) => note.refused(refused),
     };
-    if let Err(e) = activity::record_sqlx(&state.db.write, &entry).await {
+    if let Err(e) = state.db.write(move |tx| Box::pin(async move { tx.record_activity(&entry).await })).await {
         tracing::warn!(error = format!("{e:#}"), "recording a forced stop in the activity log failed");
     }
     outcome
@@ -389,7 +428,7 @@ pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result
 
 async fn kill(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
     ensure_broker(state)?;
-    let server = servers::get_visible(&state.db.read, user, server_id).await?;
+    let server = servers::get_visible(&state.db, user, server_id).await?;
     if matches!(server.status(), ServerStatus::Deleted | ServerStatus::Deleting) {
         return Err(ApiError::InvalidTransition { action: "stop", status: server.status() });
     }
@@ -412,74 +451,38 @@ async fn kill(state: &AppState, user: &User, server_id: i64) -> Result<Server, A
         observed,
     };
     crate::events::apply_observed(&state.db, &seen).await?;
-    servers::get_visible(&state.db.read, user, server_id).await
+    servers::get_visible(&state.db, user, server_id).await
 }
 
 /// Renames a server; no job. The change and its activity entry (or the
 /// refusal's) are one transaction.
 pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -> Result<Server, ApiError> {
-    let mut tx = begin_write(&state.db).await?;
-    let outcome = rename_in(&mut tx, user, server_id, name).await;
     let note = Note::new(Actor::User(user), "rename", Some(server_id));
-    let entry = match &outcome {
-        Ok(server) => note.done(server.owner_id, note.target.clone(), "succeeded", format!("to {:?}", server.name)),
-        Err(ApiError::Internal(_)) => return outcome,
-        Err(refused) => note.refused(refused),
-    };
-    activity::record_sqlx(&mut *tx, &entry).await?;
-    tx.commit().await?;
-    outcome
-}
-
-async fn rename_in(
-    tx: &mut sqlx::SqliteConnection,
-    user: &User,
-    server_id: i64,
-    name: &str,
-) -> Result<Server, ApiError> {
-    let name = ServerName::parse(name).map_err(|e| ApiError::invalid_field("invalid_name", "name", e))?;
-    let server = servers::get_visible(&mut *tx, user, server_id).await?;
-    if server.status() == ServerStatus::Deleted {
-        return Err(ApiError::InvalidTransition { action: "rename", status: server.status() });
-    }
-    Ok(servers::rename(tx, server_id, name.as_str()).await?)
-}
-
-async fn insert_job(
-    state: &AppState,
-    conn: &mut sqlx::SqliteConnection,
-    actor: Actor<'_>,
-    server_id: i64,
-    host: &str,
-    action: Action,
-    spec: Option<ServerSpec>,
-) -> Result<Job, ApiError> {
-    let id = JobId::new();
-    let created_at = Utc::now();
-    let payload = payload(server_id, id, spec, created_at, state.settings.api.deadlines.of(action))?;
-    let new = NewJob {
-        id,
-        server_id,
-        action,
-        host,
-        status: JobStatus::Queued,
-        origin: actor.origin(),
-        payload: &payload,
-        requested_by: actor.user_id(),
-        created_at,
-    };
-    match jobs::insert(conn, new).await {
-        Ok(job) => Ok(job),
-        // The partial unique index: another request won the race.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            let busy = jobs::in_flight(&mut *conn, server_id).await?;
-            Err(busy.map_or_else(
-                || ApiError::Internal(anyhow::anyhow!("unique violation without an in-flight job")),
-                |j| ApiError::JobInFlight(j.job_id()),
-            ))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let parsed = ServerName::parse(name);
+    transaction!(&state.db, |q, conn| {
+        let outcome = match &parsed {
+            Err(e) => Err(ApiError::invalid_field("invalid_name", "name", e)),
+            Ok(name) => match q::server_for_update(&mut *conn, server_id).await? {
+                Some(server) if server.visible_to(user) => {
+                    if server.status == ServerStatus::Deleted {
+                        Err(ApiError::InvalidTransition { action: "rename", status: server.status })
+                    } else {
+                        Ok(q::rename(&mut *conn, server_id, name.as_str(), crate::store::now()).await?)
+                    }
+                }
+                _ => Err(ApiError::NotFound("server")),
+            },
+        };
+        let entry = match &outcome {
+            Ok(server) => {
+                note.done(server.owner_id, note.target.clone(), "succeeded", format!("to {:?}", server.name))
+            }
+            Err(ApiError::Internal(_)) => return outcome,
+            Err(refused) => note.refused(refused),
+        };
+        q::record_activity(&mut *conn, &entry, crate::store::now()).await?;
+        Ok::<_, ApiError>(outcome)
+    })?
 }
 
 /// Publishes after commit. A failure is not the client's problem: the job

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use vsfleet_api::accounts::{self, By};
-use vsfleet_api::{Application, db};
+use vsfleet_api::Application;
+use vsfleet_api::store::Store;
 use vsfleet_contract::Settings;
 
 /// vsfleet api: the HTTP API of the virtual server control plane.
@@ -105,8 +106,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let db = db::open(&settings.database.url).await?;
-            db::migrate(&db).await?;
+            open_migrated(&settings).await?;
             eprintln!("migrations applied to {}", settings.database.url);
             Ok(())
         }
@@ -154,8 +154,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn open_migrated(settings: &Settings) -> anyhow::Result<db::Db> {
-    let db = db::open(&settings.database.url).await?;
-    db::migrate(&db).await?;
+async fn open_migrated(settings: &Settings) -> anyhow::Result<Store> {
+    let db = Store::open(&settings.database.url).await?;
+    db.migrate().await?;
     Ok(db)
 }

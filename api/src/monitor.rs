@@ -8,11 +8,10 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{InnerContainers, ServerStatus};
 
-use crate::db::{Db, begin_write};
 use crate::inbound::{self, Inbound, Kind};
-use crate::servers;
+use crate::store::{Store, transaction};
 
-pub async fn run(mut snapshots: async_nats::Subscriber, db: Db, inbound: Inbound, shutdown: CancellationToken) {
+pub async fn run(mut snapshots: async_nats::Subscriber, db: Store, inbound: Inbound, shutdown: CancellationToken) {
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -53,63 +52,27 @@ pub enum Recorded {
     Foreign(String),
 }
 
-pub async fn record(db: &Db, report: &InnerContainers) -> anyhow::Result<Recorded> {
+pub async fn record(store: &Store, report: &InnerContainers) -> anyhow::Result<Recorded> {
     let id = report.server_id.as_i64();
-    let mut tx = begin_write(db).await?;
-    // Only live servers on the reporting host have inner containers.
-    let Some(server) = servers::get(&mut *tx, id).await? else { return Ok(Recorded::NotLive) };
-    if server.host != report.host {
-        return Ok(Recorded::Foreign(format!(
-            "server {} lives on host {}, not on the reporting host {}",
-            report.server_id, server.host, report.host
-        )));
-    }
-    if matches!(server.status(), ServerStatus::Deleted | ServerStatus::Deleting) {
-        return Ok(Recorded::NotLive);
-    }
-    let now = Utc::now();
-    sqlx::query("DELETE FROM server_containers WHERE server_id = ?").bind(id).execute(&mut *tx).await?;
-    for c in &report.containers {
-        sqlx::query(
-            "INSERT INTO server_containers (server_id, docker_id, image, names, state, status, ports, labels, created, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&c.id)
-        .bind(&c.image)
-        .bind(&c.names)
-        .bind(&c.state)
-        .bind(&c.status)
-        .bind(&c.ports)
-        .bind(&c.labels)
-        .bind(&c.created)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(Recorded::Yes)
+    transaction!(store, |q, conn| {
+        // Only live servers on the reporting host have inner containers.
+        let Some(server) = q::server_for_update(&mut *conn, id).await? else { return Ok(Recorded::NotLive) };
+        if server.host != report.host {
+            return Ok(Recorded::Foreign(format!(
+                "server {} lives on host {}, not on the reporting host {}",
+                report.server_id, server.host, report.host
+            )));
+        }
+        if matches!(server.status, ServerStatus::Deleted | ServerStatus::Deleting) {
+            return Ok(Recorded::NotLive);
+        }
+        q::replace_inner_containers(&mut *conn, id, &report.containers, crate::store::now()).await?;
+        Ok::<_, anyhow::Error>(Recorded::Yes)
+    })
 }
 
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
-pub struct InnerRow {
-    pub docker_id: String,
-    pub image: String,
-    pub names: String,
-    pub state: String,
-    pub status: String,
-    pub ports: String,
-    pub labels: String,
-    pub created: String,
-    pub updated_at: chrono::DateTime<Utc>,
-}
+pub use crate::store::InnerRow;
 
-pub async fn list(db: &Db, server_id: i64) -> Result<Vec<InnerRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT docker_id, image, names, state, status, ports, labels, created, updated_at
-         FROM server_containers WHERE server_id = ? ORDER BY names",
-    )
-    .bind(server_id)
-    .fetch_all(&db.read)
-    .await
+pub async fn list(store: &Store, server_id: i64) -> Result<Vec<InnerRow>, crate::store::StoreError> {
+    store.inner_containers(server_id).await
 }

@@ -14,19 +14,9 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use vsfleet_contract::{ContainerState, SeenContainer, ServerId, ServerStatus};
 
-use crate::db::{Db, begin_write};
+use crate::store::{Store, transaction};
 
-/// What `plan` needs of a server row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Known {
-    pub id: i64,
-    pub status: String,
-    pub container_id: Option<String>,
-    pub data_exists: bool,
-    pub updated_at: DateTime<Utc>,
-    /// A job for it is queued or running.
-    pub busy: bool,
-}
+pub use crate::store::Known;
 
 /// A whole host's inventory (all parts joined).
 #[derive(Debug, Clone, Default)]
@@ -63,7 +53,7 @@ pub fn plan(known: &[Known], inventory: &HostInventory) -> Plan {
     let mut live = HashSet::with_capacity(known.len());
     let mut out = Plan::default();
     for server in known {
-        let status: ServerStatus = server.status.parse().unwrap_or(ServerStatus::Failed);
+        let status = server.status;
         if status != ServerStatus::Deleted {
             live.insert(server.id);
         }
@@ -91,32 +81,19 @@ pub fn plan(known: &[Known], inventory: &HostInventory) -> Plan {
     out
 }
 
-/// Loads the host's servers, plans, and writes the changes in one transaction.
-pub async fn apply(db: &Db, host: &str, inventory: &HostInventory) -> anyhow::Result<Plan> {
-    let mut tx = begin_write(db).await?;
-    let known: Vec<Known> = sqlx::query_as(
-        "SELECT s.id, s.status, s.container_id, s.data_exists, s.updated_at,
-                EXISTS (SELECT 1 FROM jobs j WHERE j.server_id = s.id AND j.status IN ('queued', 'running')) AS busy
-         FROM servers s WHERE s.host = ?",
-    )
-    .bind(host)
-    .fetch_all(&mut *tx)
-    .await?;
-    let plan = plan(&known, inventory);
-    let now = Utc::now();
-    for change in &plan.changes {
-        sqlx::query("UPDATE servers SET status = ?, container_id = ?, data_exists = ?, updated_at = ? WHERE id = ?")
-            .bind(change.status.as_str())
-            .bind(&change.container_id)
-            .bind(change.data_exists)
-            .bind(now)
-            .bind(change.id)
-            .execute(&mut *tx)
-            .await?;
-        tracing::info!(server_id = change.id, status = %change.status, "sync: server brought in line with its host");
-    }
-    tx.commit().await?;
-    Ok(plan)
+/// Loads the host's servers (locked), plans, and writes the changes in one transaction.
+pub async fn apply(store: &Store, host: &str, inventory: &HostInventory) -> anyhow::Result<Plan> {
+    transaction!(store, |q, conn| {
+        let known = q::known_on_host(&mut *conn, host).await?;
+        let plan = plan(&known, inventory);
+        let now = crate::store::now();
+        for change in &plan.changes {
+            q::set_observed(&mut *conn, change.id, change.status, change.container_id.as_deref(), change.data_exists, now)
+                .await?;
+            tracing::info!(server_id = change.id, status = %change.status, "sync: server brought in line with its host");
+        }
+        Ok::<_, anyhow::Error>(plan)
+    })
 }
 
 #[cfg(test)]
@@ -126,7 +103,7 @@ mod tests {
     fn known(id: i64, status: &str, container: Option<&str>) -> Known {
         Known {
             id,
-            status: status.into(),
+            status: status.parse().unwrap(),
             container_id: container.map(Into::into),
             data_exists: true,
             updated_at: DateTime::from_timestamp(1_000, 0).unwrap(),

@@ -76,25 +76,16 @@ async fn handle(state: &AppState, tick: &Tick) -> anyhow::Result<()> {
 }
 
 /// Seed 003 §7.1: rows not refreshed for five minutes (configurable).
-pub async fn drop_stale_containers(state: &AppState) -> Result<u64, sqlx::Error> {
+pub async fn drop_stale_containers(state: &AppState) -> Result<u64, crate::store::StoreError> {
     let ttl = chrono::Duration::seconds(state.settings.api.container_rows_ttl_secs as i64);
-    let done = sqlx::query("DELETE FROM server_containers WHERE updated_at < ?")
-        .bind(Utc::now() - ttl)
-        .execute(&state.db.write)
-        .await?;
-    Ok(done.rows_affected())
+    state.db.drop_stale_containers(Utc::now() - ttl).await
 }
 
 /// Requests a purge for every deleted server past its `purge_after`. A
 /// server restored meanwhile is no longer `deleted` and is left alone.
 pub async fn purge_expired(state: &AppState) -> anyhow::Result<()> {
-    let due: Vec<(i64,)> = sqlx::query_as(
-        "SELECT id FROM servers WHERE status = 'deleted' AND purge_after <= ? ORDER BY purge_after LIMIT 500",
-    )
-    .bind(Utc::now())
-    .fetch_all(&state.db.read)
-    .await?;
-    for (id,) in due {
+    let due = state.db.purge_due(Utc::now(), 500).await?;
+    for id in due {
         match lifecycle::request(state, Actor::Scheduler, id, Action::Purge).await {
             Ok(job) => tracing::info!(server_id = id, job_id = %job.id, "auto-purge: retention over"),
             // Already being purged, or restored in the meantime.

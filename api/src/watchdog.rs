@@ -34,18 +34,17 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 /// Fails every job in flight whose deadline is before `now`; returns how many.
 pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize> {
     // Jobs in flight are at most one per server: a small set, on an index.
-    let in_flight: Vec<Job> =
-        sqlx::query_as("SELECT * FROM jobs WHERE status IN ('queued', 'running')").fetch_all(&state.db.read).await?;
+    let in_flight = state.db.jobs_in_flight().await?;
     let overdue: Vec<(Job, JobEvent)> = in_flight.into_iter().filter_map(|job| overdue(state, job, now)).collect();
     if overdue.is_empty() {
         return Ok(0);
     }
     for (job, _) in &overdue {
         tracing::error!(
-            job_id = job.id,
+            job_id = %job.id,
             server_id = job.server_id,
-            action = job.action,
-            status = job.status,
+            action = %job.action,
+            status = %job.status,
             "job failed by the watchdog: past its deadline"
         );
     }
@@ -55,15 +54,17 @@ pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize
     // Recorded as the workers' own reports are, in one transaction that
     // re-reads each job: one that finished meanwhile is left as it is.
     state
-        .writer
-        .write(move |conn| job_events::record(conn, &failures, retention, &Default::default()).map(drop))
+        .db
+        .write(move |tx| {
+            Box::pin(async move { job_events::record(tx, &failures, retention, &Default::default()).await.map(drop) })
+        })
         .await?;
     Ok(count)
 }
 
 /// The failure to record for `job` if it is past its deadline.
 fn overdue(state: &AppState, job: Job, now: DateTime<Utc>) -> Option<(Job, JobEvent)> {
-    let action = job.action()?;
+    let action = job.action;
     let limit = state.settings.api.deadlines.of(action);
     let deadline = job.created_at + limit;
     if now < deadline {

@@ -35,25 +35,33 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Inserts `count` stopped servers on the app's host, as rows only.
+/// Inserts `count` stopped servers on the app's host, as rows only, on
+/// whichever database the app uses.
 pub async fn seed_servers(app: &TestApp, count: usize) -> anyhow::Result<Vec<i64>> {
-    let mut tx = app.db.begin().await?;
-    let mut ids = Vec::with_capacity(count);
-    for n in 0..count {
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO servers (owner_id, name, host, status, data_exists, created_at, updated_at)
-             VALUES (1, ?, ?, 'stopped', 1, ?, ?) RETURNING id",
-        )
-        .bind(format!("bench {n}"))
-        .bind(app.host())
-        .bind(Utc::now())
-        .bind(Utc::now())
-        .fetch_one(&mut *tx)
-        .await?;
-        ids.push(id);
+    use vsfleet_api::store::Store;
+    const INSERT: &str = "INSERT INTO servers (owner_id, name, host, status, data_exists, created_at, updated_at)
+         VALUES (1, $1, $2, 'stopped', TRUE, $3, $3) RETURNING id";
+    macro_rules! seed {
+        ($pool:expr) => {{
+            let mut tx = $pool.begin().await?;
+            let mut ids = Vec::with_capacity(count);
+            for n in 0..count {
+                let id: i64 = sqlx::query_scalar(INSERT)
+                    .bind(format!("bench {n}"))
+                    .bind(app.host())
+                    .bind(Utc::now())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                ids.push(id);
+            }
+            tx.commit().await?;
+            ids
+        }};
     }
-    tx.commit().await?;
-    Ok(ids)
+    Ok(match app.api_db() {
+        Store::Sqlite(s) => seed!(s.write),
+        Store::Postgres(p) => seed!(p),
+    })
 }
 
 /// Sends `POST /v1/servers/{id}/{action}` for every id from `CLIENTS`

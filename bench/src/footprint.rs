@@ -93,8 +93,9 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
 
     // The api under load, with no worker to run the jobs (rows only).
     drop(worker);
-    let db = vsfleet_api::db::open(&format!("sqlite://{}", dir.join("vsfleet.db").display())).await?;
-    let mut tx = db.write.begin().await?;
+    let db = vsfleet_api::store::Store::open(&format!("sqlite://{}", dir.join("vsfleet.db").display())).await?;
+    let vsfleet_api::store::Store::Sqlite(file) = &db else { unreachable!("a sqlite URL") };
+    let mut tx = file.write.begin().await?;
     for n in 0..REQUESTS {
         sqlx::query("INSERT INTO servers (owner_id, name, host, status, data_exists, created_at, updated_at) VALUES (1, ?, 'footprint', 'stopped', 1, ?, ?)")
             .bind(format!("fp {n}"))

@@ -33,7 +33,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let known: Vec<Known> = (1..=SERVERS)
         .map(|n| Known {
             id: n,
-            status: "running".into(),
+            status: vsfleet_contract::ServerStatus::Running,
             container_id: Some(format!("{n:064x}")),
             data_exists: true,
             updated_at: long_ago,
@@ -56,13 +56,14 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     // The same against a real SQLite file.
     let dir = std::env::temp_dir().join(format!("vsfleet-bench-reconcile-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let db = vsfleet_api::db::open(&format!("sqlite://{}/bench.db", dir.display())).await?;
-    vsfleet_api::db::migrate(&db).await?;
+    let db = vsfleet_api::store::Store::open(&format!("sqlite://{}/bench.db", dir.display())).await?;
+    db.migrate().await?;
+    let vsfleet_api::store::Store::Sqlite(file) = &db else { unreachable!("a sqlite URL") };
     sqlx::query("INSERT INTO users (email, is_admin, created_at) VALUES ('bench@example.test', 1, ?)")
         .bind(Utc::now())
-        .execute(&db.write)
+        .execute(&file.write)
         .await?;
-    let mut tx = db.write.begin().await?;
+    let mut tx = file.write.begin().await?;
     for n in 1..=SERVERS {
         sqlx::query(
             "INSERT INTO servers (id, owner_id, name, host, status, container_id, data_exists, created_at, updated_at)
@@ -82,7 +83,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     for _ in 0..5 {
         let t0 = Instant::now();
         let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, status FROM servers WHERE host = 'bench'").fetch_all(&db.read).await?;
+            sqlx::query_as("SELECT id, status FROM servers WHERE host = 'bench'").fetch_all(&file.read).await?;
         select_times.push(t0.elapsed());
         assert_eq!(rows.len(), SERVERS as usize);
     }

@@ -61,7 +61,7 @@ impl fmt::Display for ServerId {
 
 /// A job's id. It is also the `Nats-Msg-Id` of the job's message, so
 /// JetStream drops a second publish of the same job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
 

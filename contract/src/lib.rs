@@ -13,6 +13,8 @@
 //! - [`jetstream`]: the streams, consumers and bucket, created by the api and bound by the others.
 //! - [`process`], [`telemetry`]: signals, consumer loops and logging, done once for all services.
 
+#[cfg(any(feature = "sqlx", feature = "rusqlite"))]
+pub mod column;
 pub mod connect;
 pub mod dead;
 pub mod event;

@@ -14,7 +14,6 @@ use bollard::models::{ContainerInspectResponse, NetworkCreateRequest};
 use bollard::query_parameters::ListContainersOptions;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::SqlitePool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::connect::Role;
@@ -34,8 +33,13 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub admin_token: String,
-    /// A second pool on the api's database file, to read real rows.
-    pub db: SqlitePool,
+    /// A second pool on the api's database, to read real rows; its
+    /// statements are sent to SQLite or PostgreSQL as written (`$n` placeholders).
+    pub db: sqlx::AnyPool,
+    /// The api's store on the same database, for what the command line does (users).
+    pub store: Option<vsfleet_api::store::Store>,
+    /// The database itself (SQLite, or PostgreSQL with `VSFLEET_TEST_POSTGRES`).
+    pub database: crate::database::TestDatabase,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     pub docker: Docker,
@@ -111,7 +115,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("creating the test network");
 
     let mut settings = Settings::default();
-    settings.database.url = format!("sqlite://{}", dir.path().join("vsfleet.db").display());
+    let database = crate::database::TestDatabase::new(dir.path(), &id).await;
+    settings.database.url = database.url.clone();
     settings.nats.url = nats_server.url().to_owned();
     settings.nats.prefix = prefix;
     settings.nats.user = Some("api".into());
@@ -142,7 +147,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
         http: reqwest::Client::new(),
         admin_token: String::new(),
-        db: SqlitePool::connect_lazy("sqlite::memory:").unwrap(),
+        db: database.pool(),
+        store: None,
+        database,
         nats,
         js,
         docker,
@@ -159,8 +166,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         dir,
     };
     app.start_api().await;
-    app.db = SqlitePool::connect(&app.settings.database.url).await.unwrap();
-    let (_, token) = vsfleet_api::users::create(&app.api_db(), "admin@example.test", true).await.unwrap();
+    app.store = Some(vsfleet_api::store::Store::open(&app.settings.database.url).await.unwrap());
+    let (_, token) = vsfleet_api::users::create(app.api_db(), "admin@example.test", true).await.unwrap();
     app.admin_token = token;
     app.start_worker().await;
     app
@@ -359,13 +366,13 @@ impl TestApp {
         format!("{}{id}", self.settings.worker.container_prefix)
     }
 
-    /// The test's own pool in the shape the api's functions take.
-    fn api_db(&self) -> vsfleet_api::db::Db {
-        vsfleet_api::db::Db { read: self.db.clone(), write: self.db.clone() }
+    /// The api's store, for the api's own functions.
+    pub fn api_db(&self) -> &vsfleet_api::store::Store {
+        self.store.as_ref().expect("opened once the api migrated the database")
     }
 
     pub async fn create_user(&self, email: &str) -> String {
-        vsfleet_api::users::create(&self.api_db(), email, false).await.unwrap().1
+        vsfleet_api::users::create(self.api_db(), email, false).await.unwrap().1
     }
 
     pub async fn call(
@@ -508,6 +515,10 @@ impl TestApp {
             "streams left: {names:?}"
         );
         self.db.close().await;
+        if let Some(store) = self.store.take() {
+            store.close().await;
+        }
+        self.database.drop_database().await;
         let path = self.dir.path().to_owned();
         drop(self);
         assert!(!path.exists(), "test directory left behind");

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod chaos;
+pub mod database;
 pub mod docker_proxy;
 pub mod nats_server;
 pub mod process;

@@ -9,7 +9,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, job_id, server_id}
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::lifecycle::Actor;
-use crate::{jobs, lifecycle, monitor, servers};
+use crate::{lifecycle, monitor, servers};
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
@@ -24,7 +24,7 @@ pub async fn healthz() -> &'static str {
 /// Ready when the database answers and the broker is connected; the body
 /// says which is down.
 pub async fn readyz(State(state): State<AppState>) -> Reply {
-    let database = sqlx::query("SELECT 1").execute(&state.db.read).await.is_ok();
+    let database = state.db.ping().await.is_ok();
     let broker = state.nats.connection_state() == async_nats::connection::State::Connected;
     let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     ok(status, json!({ "database": database, "broker": broker }))
@@ -71,7 +71,7 @@ pub async fn list_servers(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Reply {
     let alive = lifecycle::live_hosts_or_none(&state).await;
-    let list: Vec<_> = servers::list(&state.db.read, &user, q.include_deleted)
+    let list: Vec<_> = servers::list(&state.db, &user, q.include_deleted)
         .await?
         .into_iter()
         .map(|s| s.with_liveness(alive.as_deref()).for_viewer(&user))
@@ -84,7 +84,7 @@ pub async fn get_server(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
-    let server = servers::get_visible(&state.db.read, &user, server_id(&id)?).await?;
+    let server = servers::get_visible(&state.db, &user, server_id(&id)?).await?;
     let alive = lifecycle::live_hosts_or_none(&state).await;
     ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }))
 }
@@ -162,8 +162,8 @@ pub async fn server_jobs(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let id = server_id(&id)?;
-    servers::get_visible(&state.db.read, &user, id).await?;
-    let list: Vec<_> = jobs::for_server(&state.db.read, id).await?.into_iter().map(|j| j.for_viewer(&user)).collect();
+    servers::get_visible(&state.db, &user, id).await?;
+    let list: Vec<_> = state.db.jobs_of(id).await?.into_iter().map(|j| j.for_viewer(&user)).collect();
     ok(StatusCode::OK, json!({ "jobs": list }))
 }
 
@@ -175,10 +175,10 @@ pub async fn get_job(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let id = job_id(&id)?;
-    let job = jobs::get(&state.db.read, &id.to_string()).await?.ok_or(ApiError::NotFound("job"))?;
+    let job = state.db.job(id).await?.ok_or(ApiError::NotFound("job"))?;
     let visible = user.is_admin
         || job.requested_by == Some(user.id)
-        || servers::get(&state.db.read, job.server_id).await?.is_some_and(|s| s.owner_id == user.id);
+        || state.db.server(job.server_id).await?.is_some_and(|s| s.owner_id == user.id);
     if !visible {
         return Err(ApiError::NotFound("job"));
     }
@@ -192,7 +192,7 @@ pub async fn server_containers(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let id = server_id(&id)?;
-    servers::get_visible(&state.db.read, &user, id).await?;
+    servers::get_visible(&state.db, &user, id).await?;
     ok(StatusCode::OK, json!({ "containers": monitor::list(&state.db, id).await? }))
 }
 

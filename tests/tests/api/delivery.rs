@@ -4,8 +4,8 @@
 use bytes_free::publish_with_id;
 use chrono::Utc;
 use serde_json::json;
-use vsfleet_api::jobs::{self, NewJob};
-use vsfleet_contract::{Action, JobId, JobStatus};
+use vsfleet_api::jobs::{Job, NewJob};
+use vsfleet_contract::{Action, JobId};
 
 use crate::helpers::{eventually, spawn_app};
 
@@ -90,24 +90,17 @@ async fn a_committed_job_that_was_never_published_is_published_by_the_outbox() {
     // The api died between commit and publish: the row exists, no message does.
     let job_id = JobId::new();
     let payload = json!({ "server_id": id, "job_id": job_id }).to_string();
-    let mut conn = app.db.acquire().await.unwrap();
-    jobs::insert(
-        &mut conn,
-        NewJob {
-            id: job_id,
-            server_id: id,
-            action: Action::Stop,
-            host: app.host(),
-            status: JobStatus::Queued,
-            origin: "api",
-            payload: &payload,
-            requested_by: None,
-            created_at: Utc::now() - chrono::Duration::seconds(5),
-        },
-    )
-    .await
-    .unwrap();
-    drop(conn);
+    let job = Job::queued(NewJob {
+        id: job_id,
+        server_id: id,
+        action: Action::Stop,
+        host: app.host().to_owned(),
+        origin: "api",
+        payload,
+        requested_by: None,
+        created_at: Utc::now() - chrono::Duration::seconds(5),
+    });
+    app.api_db().write(move |tx| Box::pin(async move { tx.insert_jobs(&[&job]).await })).await.unwrap();
 
     let job = app.wait_job(&job_id.to_string()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
