@@ -44,6 +44,10 @@ pub enum ApiError {
     /// 503: a dependency is down; the request was not accepted.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// 500: a stored value the api cannot read. Shown: it names the value,
+    /// and an operator has to mend the row.
+    #[error("{0}")]
+    Corrupt(String),
     /// 500: logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -62,6 +66,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidTransition { .. } => "invalid_transition",
             ApiError::JobInFlight(_) => "job_in_flight",
+            ApiError::Corrupt(_) => "corrupt_data",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -78,7 +83,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -111,13 +116,19 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::Internal(anyhow::Error::new(e).context("database"))
+        crate::store::StoreError::from(e).into()
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Internal(anyhow::Error::new(e))
+        match e {
+            crate::store::StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "a stored row cannot be read");
+                ApiError::Corrupt(e.to_string())
+            }
+            other => ApiError::Internal(anyhow::Error::new(other).context("database")),
+        }
     }
 }
 

@@ -79,7 +79,7 @@ impl Note {
 /// Internal errors are not refusals and are not logged here (the server log
 /// has them).
 async fn refuse<T>(state: &AppState, note: &Note, error: ApiError) -> Result<T, ApiError> {
-    if matches!(error, ApiError::Internal(_)) {
+    if matches!(error, ApiError::Internal(_) | ApiError::Corrupt(_)) {
         return Err(error);
     }
     let entry = note.refused(&error);
@@ -417,7 +417,7 @@ pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result
     let note = Note::new(Actor::User(user), "force_stop", Some(server_id));
     let entry = match &outcome {
         Ok(server) => note.done(server.owner_id, note.target.clone(), "succeeded", format!("now {}", server.status)),
-        Err(ApiError::Internal(_)) => return outcome,
+        Err(ApiError::Internal(_) | ApiError::Corrupt(_)) => return outcome,
         Err(refused) => note.refused(refused),
     };
     if let Err(e) = state.db.write(move |tx| Box::pin(async move { tx.record_activity(&entry).await })).await {
@@ -477,7 +477,7 @@ pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -
             Ok(server) => {
                 note.done(server.owner_id, note.target.clone(), "succeeded", format!("to {:?}", server.name))
             }
-            Err(ApiError::Internal(_)) => return outcome,
+            Err(ApiError::Internal(_) | ApiError::Corrupt(_)) => return outcome,
             Err(refused) => note.refused(refused),
         };
         q::record_activity(&mut *conn, &entry, crate::store::now()).await?;

@@ -97,7 +97,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let vsfleet_api::store::Store::Sqlite(file) = &db else { unreachable!("a sqlite URL") };
     let mut tx = file.write.begin().await?;
     for n in 0..REQUESTS {
-        sqlx::query("INSERT INTO servers (owner_id, name, host, status, data_exists, created_at, updated_at) VALUES (1, ?, 'footprint', 'stopped', 1, ?, ?)")
+        sqlx::query("INSERT INTO servers (owner_id, name, host, status, data_exists, created_at, updated_at) VALUES (1, $1, 'footprint', 'stopped', 1, $2, $3)")
             .bind(format!("fp {n}"))
             .bind(Utc::now())
             .bind(Utc::now())

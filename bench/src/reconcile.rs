@@ -59,7 +59,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let db = vsfleet_api::store::Store::open(&format!("sqlite://{}/bench.db", dir.display())).await?;
     db.migrate().await?;
     let vsfleet_api::store::Store::Sqlite(file) = &db else { unreachable!("a sqlite URL") };
-    sqlx::query("INSERT INTO users (email, is_admin, created_at) VALUES ('bench@example.test', 1, ?)")
+    sqlx::query("INSERT INTO users (email, is_admin, created_at) VALUES ('bench@example.test', 1, $1)")
         .bind(Utc::now())
         .execute(&file.write)
         .await?;
@@ -67,7 +67,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     for n in 1..=SERVERS {
         sqlx::query(
             "INSERT INTO servers (id, owner_id, name, host, status, container_id, data_exists, created_at, updated_at)
-             VALUES (?, 1, ?, 'bench', 'running', ?, 1, ?, ?)",
+             VALUES ($1, 1, $2, 'bench', 'running', $3, 1, $4, $5)",
         )
         .bind(n)
         .bind(format!("server {n}"))

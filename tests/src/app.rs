@@ -49,6 +49,8 @@ pub struct TestApp {
     /// A second worker host the permission config knows, for tests across hosts.
     pub other_host: String,
     api: Option<(CancellationToken, JoinHandle<()>)>,
+    /// More api replicas on the same database and NATS (`start_api_replica`).
+    replicas: Vec<(CancellationToken, JoinHandle<()>)>,
     worker: Option<(CancellationToken, JoinHandle<()>)>,
     other_workers: Vec<(CancellationToken, JoinHandle<()>)>,
     schedulers: Vec<(CancellationToken, JoinHandle<()>)>,
@@ -157,6 +159,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         nats_passwords,
         other_host,
         api: None,
+        replicas: Vec::new(),
         worker: None,
         other_workers: Vec::new(),
         schedulers: Vec::new(),
@@ -291,7 +294,26 @@ impl TestApp {
 
     /// Stops the in-process api gracefully (its address stays reserved in
     /// `settings.api.listen` for a restart).
+    /// Starts another api replica on the test's database and NATS, on a
+    /// port of its own; returns its address. Stopped at teardown.
+    pub async fn start_api_replica(&mut self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = vsfleet_api::Application::build(self.settings_as("api"), listener).await.expect("replica builds");
+        let addr = api.local_addr();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { api.run_until_stopped(stop).await.expect("replica runs") }
+        });
+        self.replicas.push((stop, task));
+        addr
+    }
+
     pub async fn stop_api(&mut self) {
+        for (stop, task) in self.replicas.drain(..) {
+            stop.cancel();
+            tokio::time::timeout(WAIT, task).await.expect("replica stops in time").unwrap();
+        }
         if let Some((stop, task)) = self.api.take() {
             stop.cancel();
             tokio::time::timeout(WAIT, task).await.expect("api stops in time").unwrap();

@@ -28,7 +28,7 @@ async fn a_job_delivered_twice_leaves_one_container() {
     let id = app.create_running("dvigubas", json!({})).await;
     let container = app.inspect(id).await.unwrap().id.unwrap();
     let (job_id, payload): (String, String) =
-        sqlx::query_as("SELECT id, payload FROM jobs WHERE server_id = ? AND action = 'create'")
+        sqlx::query_as("SELECT id, payload FROM jobs WHERE server_id = $1 AND action = 'create'")
             .bind(id)
             .fetch_one(&app.db)
             .await
@@ -54,7 +54,7 @@ async fn a_job_delivered_twice_leaves_one_container() {
         (Some("running"), Some(container.as_str()))
     );
     let (count,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ?").bind(id).fetch_one(&app.db).await.unwrap();
+        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = $1").bind(id).fetch_one(&app.db).await.unwrap();
     assert_eq!(count, 1, "the repeats are the same job, not new ones");
     app.teardown().await;
 }

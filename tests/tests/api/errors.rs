@@ -73,7 +73,7 @@ async fn another_users_server_is_not_found() {
         assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{method} {path}: {body}");
     }
     let (_, job_id): (i64, String) =
-        sqlx::query_as("SELECT server_id, id FROM jobs WHERE server_id = ?").bind(id).fetch_one(&app.db).await.unwrap();
+        sqlx::query_as("SELECT server_id, id FROM jobs WHERE server_id = $1").bind(id).fetch_one(&app.db).await.unwrap();
     let (status, _) = app.call(Method::GET, &format!("/v1/jobs/{job_id}"), Some(&other), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, list) = app.call(Method::GET, "/v1/servers", Some(&other), None).await;
@@ -142,7 +142,7 @@ async fn concurrent_requests_for_one_server_accept_exactly_one_and_never_lock_th
     let renamed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!((accepted, conflicts, renamed), (1, 19, 20), "{statuses:?}");
     let (in_flight,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN ('queued', 'running')")
+        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = $1 AND status IN ('queued', 'running')")
             .bind(id)
             .fetch_one(&app.db)
             .await
@@ -150,7 +150,7 @@ async fn concurrent_requests_for_one_server_accept_exactly_one_and_never_lock_th
     assert_eq!(in_flight, 1);
     app.start_worker().await;
     eventually("the restart finishes", || async {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status = 'succeeded'")
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = $1 AND status = 'succeeded'")
             .bind(id)
             .fetch_one(&app.db)
             .await

@@ -157,7 +157,7 @@ async fn tenants_never_read_host_paths_in_errors_and_admins_read_them_whole() {
     let error = format!("creating {root}/7/apps: Permission denied (os error 13)");
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO servers (owner_id, name, host, status, last_error, created_at, updated_at)
-         VALUES (?, 'klaida', 'nowhere', 'failed', ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z') RETURNING id",
+         VALUES ($1, 'klaida', 'nowhere', 'failed', $2, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z') RETURNING id",
     )
     .bind(ona_id)
     .bind(&error)
@@ -167,7 +167,7 @@ async fn tenants_never_read_host_paths_in_errors_and_admins_read_them_whole() {
     let job = uuid::Uuid::new_v4().to_string();
     sqlx::query(
         "INSERT INTO jobs (id, server_id, action, host, status, origin, error, payload, requested_by, created_at)
-         VALUES (?, ?, 'create', 'nowhere', 'failed', 'api', ?, '{}', ?, '2026-01-01T00:00:00Z')",
+         VALUES ($1, $2, 'create', 'nowhere', 'failed', 'api', $3, '{}', $4, '2026-01-01T00:00:00Z')",
     )
     .bind(&job)
     .bind(id)

@@ -246,7 +246,7 @@ async fn a_stale_redelivery_never_undoes_a_newer_job() {
     let id = app.create_running("tvora", json!({})).await;
     let stop = app.act(id, "stop").await;
     assert_eq!(app.act(id, "start").await["status"], "succeeded");
-    let (payload,): (String,) = sqlx::query_as("SELECT payload FROM jobs WHERE id = ?")
+    let (payload,): (String,) = sqlx::query_as("SELECT payload FROM jobs WHERE id = $1")
         .bind(stop["id"].as_str().unwrap())
         .fetch_one(&app.db)
         .await

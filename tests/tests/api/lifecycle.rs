@@ -74,13 +74,13 @@ async fn a_server_goes_through_its_whole_lifecycle_through_the_api() {
     assert_eq!(c.state.unwrap().running, Some(true));
 
     // The rows behind it.
-    let (row_status, data_exists): (String, bool) =
-        sqlx::query_as("SELECT status, data_exists FROM servers WHERE id = ?")
+    let (row_status, data_exists): (String, String) =
+        sqlx::query_as("SELECT status, CASE WHEN data_exists THEN 'yes' ELSE 'no' END FROM servers WHERE id = $1")
             .bind(id)
             .fetch_one(&app.db)
             .await
             .unwrap();
-    assert_eq!((row_status.as_str(), data_exists), ("running", true));
+    assert_eq!((row_status.as_str(), data_exists.as_str()), ("running", "yes"));
 
     // Stop, start, restart.
     assert_eq!(app.act(id, "stop").await["status"], "succeeded");
@@ -150,7 +150,7 @@ async fn a_server_goes_through_its_whole_lifecycle_through_the_api() {
     let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM servers").fetch_one(&app.db).await.unwrap();
     assert_eq!(rows, 0);
     let history: Vec<(String, String)> =
-        sqlx::query_as("SELECT action, status FROM jobs WHERE server_id = ? ORDER BY created_at")
+        sqlx::query_as("SELECT action, status FROM jobs WHERE server_id = $1 ORDER BY created_at")
             .bind(id)
             .fetch_all(&app.db)
             .await
@@ -178,7 +178,7 @@ async fn rename_changes_only_the_name_and_validates_it() {
     let (status, body) = app.call(Method::PATCH, &path, Some(&token), Some(json!({ "name": "x" }))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_name")));
     let (name,): (String,) =
-        sqlx::query_as("SELECT name FROM servers WHERE id = ?").bind(id).fetch_one(&app.db).await.unwrap();
+        sqlx::query_as("SELECT name FROM servers WHERE id = $1").bind(id).fetch_one(&app.db).await.unwrap();
     assert_eq!(name, "antras serveris");
     app.teardown().await;
 }

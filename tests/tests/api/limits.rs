@@ -25,7 +25,7 @@ async fn a_server_without_limits_gets_the_defaults_and_limits_above_the_maxima_a
     assert_eq!((created["server"]["cpus"].as_f64(), created["server"]["memory_mb"].as_i64()), (Some(1.0), Some(1024)));
     let job = created["job"]["id"].as_str().unwrap();
     let (payload,): (String,) =
-        sqlx::query_as("SELECT payload FROM jobs WHERE id = ?").bind(job).fetch_one(&app.db).await.unwrap();
+        sqlx::query_as("SELECT payload FROM jobs WHERE id = $1").bind(job).fetch_one(&app.db).await.unwrap();
     let payload: Value = serde_json::from_str(&payload).unwrap();
     assert_eq!(payload["spec"], json!({ "cpus": 1.0, "memory_mb": 1024 }), "the job carries the defaults");
     assert_eq!(app.wait_job(job).await["status"], "succeeded");
@@ -80,7 +80,7 @@ async fn a_user_past_max_servers_per_user_is_refused_while_an_admin_is_not() {
     // create is done: the count is what is under test, the delete job is
     // tested elsewhere.)
     settled(&app, ids[0]).await;
-    sqlx::query("UPDATE servers SET status = 'deleted' WHERE id = ?").bind(ids[0]).execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE servers SET status = 'deleted' WHERE id = $1").bind(ids[0]).execute(&app.db).await.unwrap();
     let (status, body) = create_as(&app, &ona, "trečias").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 
@@ -115,7 +115,7 @@ async fn a_user_past_max_servers_per_user_is_refused_while_an_admin_is_not() {
 async fn settled(app: &TestApp, id: i64) {
     eventually(&format!("server {id} has no job in flight"), || async move {
         let (busy,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN ('queued', 'running')")
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = $1 AND status IN ('queued', 'running')")
                 .bind(id)
                 .fetch_one(&app.db)
                 .await

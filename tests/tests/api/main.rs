@@ -22,4 +22,5 @@ mod monitor;
 mod outage;
 mod placement;
 mod schedule;
+mod store;
 mod trust;

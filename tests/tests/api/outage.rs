@@ -15,7 +15,7 @@ async fn readyz(app: &TestApp) -> (u16, Value) {
 }
 
 async fn jobs_of(app: &TestApp, id: i64, action: &str) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND action = ?")
+    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE server_id = $1 AND action = $2")
         .bind(id)
         .bind(action)
         .fetch_one(&app.db)

@@ -26,7 +26,7 @@ async fn a_deleted_server_is_purged_by_the_scheduler_alone_and_a_restored_one_is
     })
     .await;
     let (origin, status): (String, String) =
-        sqlx::query_as("SELECT origin, status FROM jobs WHERE server_id = ? AND action = 'purge'")
+        sqlx::query_as("SELECT origin, status FROM jobs WHERE server_id = $1 AND action = 'purge'")
             .bind(gone)
             .fetch_one(&app.db)
             .await

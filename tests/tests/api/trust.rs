@@ -166,12 +166,12 @@ async fn forged_messages_change_nothing_and_are_kept_with_their_reason() {
         if app.server(id).await["host"] == b.as_str() { Some(id) } else { None }
     })
     .await;
-    let (create_b,): (String,) = sqlx::query_as("SELECT id FROM jobs WHERE server_id = ? AND action = 'create'")
+    let (create_b,): (String,) = sqlx::query_as("SELECT id FROM jobs WHERE server_id = $1 AND action = 'create'")
         .bind(theirs)
         .fetch_one(&app.db)
         .await
         .unwrap();
-    let (create_a,): (String,) = sqlx::query_as("SELECT id FROM jobs WHERE server_id = ? AND action = 'create'")
+    let (create_a,): (String,) = sqlx::query_as("SELECT id FROM jobs WHERE server_id = $1 AND action = 'create'")
         .bind(mine)
         .fetch_one(&app.db)
         .await
