@@ -26,7 +26,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// `sqlite://PATH` (created when missing).
+    /// `sqlite://PATH` (created when missing), or `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// for several api replicas on one database.
     pub url: String,
 }
 
@@ -348,8 +349,9 @@ impl Settings {
         if let Err(e) = check_host_id(&self.worker.host_id) {
             return invalid("worker.host_id", e.to_string());
         }
-        if !self.database.url.starts_with("sqlite:") {
-            return invalid("database.url", format!("{:?} is not a sqlite: URL", self.database.url));
+        let url = &self.database.url;
+        if !["sqlite:", "postgres://", "postgresql://"].iter().any(|scheme| url.starts_with(scheme)) {
+            return invalid("database.url", format!("{url:?} is neither a sqlite: nor a postgres:// URL"));
         }
         if self.nats.urls().is_empty() {
             return invalid("nats.url", "names no server".into());

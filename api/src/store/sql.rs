@@ -85,13 +85,20 @@ pub async fn set_observed(
 
 /// The host's servers as reconciliation compares them, locked.
 pub async fn known_on_host(conn: &mut Conn, host: &str) -> Result<Vec<Known>, sqlx::Error> {
+    // Locked first, read after: a statement that waited for a lock sees
+    // its subqueries (the jobs in flight) as they were when it started.
+    if !for_update!().is_empty() {
+        sqlx::query(concat!("SELECT id FROM servers WHERE host = $1 ORDER BY id", for_update!()))
+            .bind(host)
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query_as(concat!(
         "SELECT s.id, s.status, s.container_id, s.data_exists, s.updated_at,
                 EXISTS (SELECT 1 FROM jobs j WHERE j.server_id = s.id AND ",
         in_flight!(),
         ") AS busy
-         FROM servers s WHERE s.host = $1 ORDER BY s.id",
-        for_update!()
+         FROM servers s WHERE s.host = $1 ORDER BY s.id"
     ))
     .bind(host)
     .fetch_all(conn)
