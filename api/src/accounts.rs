@@ -7,8 +7,8 @@
 //! does; an admin-only call made by a user too.
 
 use crate::activity::{self, Entry};
-use crate::store::{Store, transaction};
 use crate::error::ApiError;
+use crate::store::{Store, transaction};
 use crate::users::{self, Account, NewToken, Token, TokenCache, User};
 
 /// Who makes a change.
@@ -104,8 +104,8 @@ pub async fn create_token(db: &Store, by: By<'_>, user_id: i64) -> Result<NewTok
     let token = transaction!(db, |q, conn| {
         let token = q::insert_token(&mut *conn, account.id, &hash, now).await?;
         let target = format!("token:{}", token.id);
-        let entry = Entry::new(Some(account.id), by.actor(), "token.create", target, "succeeded")
-            .with_detail(&account.email);
+        let entry =
+            Entry::new(Some(account.id), by.actor(), "token.create", target, "succeeded").with_detail(&account.email);
         q::record_activity(&mut *conn, &entry, now).await?;
         Ok::<_, ApiError>(token)
     })?;

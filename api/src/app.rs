@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{SeenContainer, Settings};
 
-use crate::store::Store;
 use crate::dispatch::Dispatcher;
+use crate::store::Store;
 use crate::{events, http, monitor, schedule};
 
 /// What every handler and background task can reach.

@@ -48,12 +48,7 @@ pub struct Marker {
 }
 
 impl Dispatcher {
-    pub fn new(
-        js: jetstream::Context,
-        subjects: Subjects,
-        timeout: Duration,
-        db: Store,
-    ) -> (Self, Marker) {
+    pub fn new(js: jetstream::Context, subjects: Subjects, timeout: Duration, db: Store) -> (Self, Marker) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { js, subjects, timeout, db: db.clone(), marks: tx }, Marker { db, marks: rx })
     }

@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{ContainerState, Inventory, JobEvent, JobId, Observed};
 
 use crate::app::{AppState, HostSync};
-use crate::store::{Store, transaction};
 use crate::error::ApiError;
 use crate::inbound::{self, Kind};
 use crate::job_events::Rejection;
 use crate::reconcile::{self, HostInventory};
+use crate::store::{Store, transaction};
 use crate::{job_events, lifecycle};
 
 pub async fn consumer(

@@ -474,9 +474,7 @@ pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -
             },
         };
         let entry = match &outcome {
-            Ok(server) => {
-                note.done(server.owner_id, note.target.clone(), "succeeded", format!("to {:?}", server.name))
-            }
+            Ok(server) => note.done(server.owner_id, note.target.clone(), "succeeded", format!("to {:?}", server.name)),
             Err(ApiError::Internal(_) | ApiError::Corrupt(_)) => return outcome,
             Err(refused) => note.refused(refused),
         };

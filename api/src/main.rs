@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use vsfleet_api::accounts::{self, By};
 use vsfleet_api::Application;
+use vsfleet_api::accounts::{self, By};
 use vsfleet_api::store::Store;
 use vsfleet_contract::Settings;
 

@@ -88,8 +88,15 @@ pub async fn apply(store: &Store, host: &str, inventory: &HostInventory) -> anyh
         let plan = plan(&known, inventory);
         let now = crate::store::now();
         for change in &plan.changes {
-            q::set_observed(&mut *conn, change.id, change.status, change.container_id.as_deref(), change.data_exists, now)
-                .await?;
+            q::set_observed(
+                &mut *conn,
+                change.id,
+                change.status,
+                change.container_id.as_deref(),
+                change.data_exists,
+                now,
+            )
+            .await?;
             tracing::info!(server_id = change.id, status = %change.status, "sync: server brought in line with its host");
         }
         Ok::<_, anyhow::Error>(plan)

@@ -3,10 +3,10 @@
 //! user, authenticates nobody. The rules (who may change what) are in
 //! [`crate::accounts`].
 
+use crate::store::{Store, StoreError};
 use anyhow::Context as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use crate::store::{Store, StoreError};
 
 pub use crate::store::{Account, Token, User};
 

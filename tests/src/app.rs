@@ -38,7 +38,7 @@ pub struct TestApp {
     pub db: sqlx::AnyPool,
     /// The api's store on the same database, for what the command line does (users).
     pub store: Option<vsfleet_api::store::Store>,
-    /// The database itself (SQLite, or PostgreSQL with `VSFLEET_TEST_POSTGRES`).
+    /// The database itself (SQLite, or PostgreSQL with `TEST_POSTGRES_URL`).
     pub database: crate::database::TestDatabase,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,

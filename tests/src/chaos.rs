@@ -180,8 +180,9 @@ pub async fn run(config: Config) -> Report {
     };
     report.violations.extend(violations);
     let (succeeded, failed, redeliveries): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(status = 'succeeded'), 0), COALESCE(SUM(status = 'failed'), 0),
-                COALESCE(SUM(MAX(attempts - 1, 0)), 0) FROM jobs",
+        "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0) AS BIGINT) FROM jobs",
     )
     .fetch_one(&app.db)
     .await

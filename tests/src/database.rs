@@ -1,5 +1,5 @@
 //! The database a test's api uses: a SQLite file in the test's directory,
-//! or, when `VSFLEET_TEST_POSTGRES` names a PostgreSQL server (the URL of a
+//! or, when `TEST_POSTGRES_URL` names a PostgreSQL server (the URL of a
 //! database there that the test may connect to, as `scripts/postgres start`
 //! prints), a database of the test's own on it, dropped at teardown.
 
@@ -8,7 +8,7 @@ use std::sync::Once;
 
 use sqlx::Connection as _;
 
-pub const POSTGRES_ENV: &str = "VSFLEET_TEST_POSTGRES";
+pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
 
 /// A test's database.
 pub struct TestDatabase {

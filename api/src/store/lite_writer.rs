@@ -204,23 +204,24 @@ pub fn insert_job_if_allowed(conn: &Connection, job: &Job, allowed: &[ServerStat
         states.push_str(status.as_str());
         states.push('|');
     }
-    let inserted = conn.prepare_cached(
-        "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, server_id, action, host, status, origin, payload, requested_by, created_at)
          SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $8
          WHERE EXISTS (SELECT 1 FROM servers WHERE id = $2 AND instr($9, '|' || status || '|') > 0)
            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.server_id = $2 AND j.status IN ('queued', 'running'))",
-    )?
-    .execute(params![
-        job.id,
-        job.server_id,
-        job.action,
-        job.host,
-        job.origin,
-        job.payload,
-        job.requested_by,
-        timestamp(job.created_at),
-        states
-    ])?;
+        )?
+        .execute(params![
+            job.id,
+            job.server_id,
+            job.action,
+            job.host,
+            job.origin,
+            job.payload,
+            job.requested_by,
+            timestamp(job.created_at),
+            states
+        ])?;
     Ok(inserted == 1)
 }
 

@@ -58,8 +58,7 @@ pub(crate) use {checked_sql, insert_server_sql};
 
 const CHECKED: &str = checked_sql!();
 const INSERT_SERVER: &str = insert_server_sql!();
-const BUSY_JOB: &str =
-    "SELECT j.id FROM jobs j WHERE j.server_id = $1 AND j.status IN ('queued', 'running') ORDER BY j.created_at LIMIT 1";
+const BUSY_JOB: &str = "SELECT j.id FROM jobs j WHERE j.server_id = $1 AND j.status IN ('queued', 'running') ORDER BY j.created_at LIMIT 1";
 const LIVE_COUNT: &str = "SELECT COUNT(*) FROM servers WHERE owner_id = $1 AND status <> 'deleted'";
 const HOST_COUNT: &str = "SELECT COUNT(*) FROM servers WHERE host = $1 AND status <> 'deleted'";
 const INSERT_JOB: &str = "INSERT INTO jobs (id, server_id, action, host, status, origin, attempts, error, result,
@@ -268,7 +267,9 @@ impl Store {
             // The SQLite steps never wait (rusqlite calls, no I/O of
             // their own to await), so their future completes at its first poll.
             Store::Sqlite(s) => {
-                s.writer.write(move |conn| futures::executor::block_on(steps(&mut Tx::Sqlite(tx::WriterConn::new(conn))))).await
+                s.writer
+                    .write(move |conn| futures::executor::block_on(steps(&mut Tx::Sqlite(tx::WriterConn::new(conn)))))
+                    .await
             }
             Store::Postgres(p) => {
                 let mut tx = p.begin().await?;

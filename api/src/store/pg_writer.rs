@@ -10,6 +10,8 @@ use vsfleet_contract::{JobId, ServerStatus};
 use super::rows::{Checked, Job, NewServer, Server};
 use super::{checked_sql, insert_server_sql};
 
+/// The columns of `checked_sql!()`, in order.
+type CheckedColumns = (i64, ServerStatus, String, Option<f64>, Option<i64>, Option<JobId>, Option<DateTime<Utc>>);
 
 pub async fn checked(conn: &mut PgConnection, id: i64) -> Result<Option<Checked>, sqlx::Error> {
     // The lock first, the read after: a statement that waited for a row
@@ -17,8 +19,7 @@ pub async fn checked(conn: &mut PgConnection, id: i64) -> Result<Option<Checked>
     // as they were when it started. The next statement sees what the
     // other transaction committed.
     sqlx::query("SELECT id FROM servers WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *conn).await?;
-    let row: Option<(i64, ServerStatus, String, Option<f64>, Option<i64>, Option<JobId>, Option<DateTime<Utc>>)> =
-        sqlx::query_as(checked_sql!()).bind(id).fetch_optional(conn).await?;
+    let row: Option<CheckedColumns> = sqlx::query_as(checked_sql!()).bind(id).fetch_optional(conn).await?;
     Ok(row.map(|(owner_id, status, host, cpus, memory_mb, busy_job, last_job_at)| Checked {
         owner_id,
         status,

@@ -40,7 +40,6 @@ const MAX_BATCH: usize = 512;
 /// How long a busy writer keeps the write lock before the other writers get a turn.
 const HOLD: Duration = Duration::from_millis(5);
 
-
 /// The sending side; cheap to clone. The thread ends once every clone is
 /// dropped and the queue is empty.
 #[derive(Clone, Debug)]
@@ -133,7 +132,10 @@ impl<T: Send> Settle for Done<T> {
     }
 }
 
-fn in_savepoint<T>(conn: &Connection, write: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+fn in_savepoint<T>(
+    conn: &Connection,
+    write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     if let Err(error) = conn.prepare_cached("SAVEPOINT request").and_then(|mut s| s.execute([])) {
         return Err(error.into());
     }
@@ -213,3 +215,113 @@ fn commit(conn: &Connection, batch: &mut Vec<Box<dyn Task>>) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use futures::future::join_all;
+    use vsfleet_contract::{Action, JobId, ServerStatus};
+
+    use crate::store::{Job, NewJob, Store, StoreError, scratch, scratch_server};
+
+    fn queued(server_id: i64, action: Action) -> Job {
+        Job::queued(NewJob {
+            id: JobId::new(),
+            server_id,
+            action,
+            host: "h1".into(),
+            origin: "api",
+            payload: "{}".into(),
+            requested_by: Some(1),
+            created_at: crate::store::now(),
+        })
+    }
+
+    /// What a request writes: the job if its server's state allows it, and the state change.
+    async fn send(db: &Store, job: Job) -> Result<bool, StoreError> {
+        db.write(move |tx| {
+            Box::pin(async move {
+                let allowed: Vec<ServerStatus> =
+                    ServerStatus::ALL.into_iter().filter(|s| job.action.allowed_from(*s)).collect();
+                let inserted = tx.insert_job_if_allowed(&job, &allowed).await?;
+                if let (true, Some(status)) = (inserted, job.action.in_flight_status()) {
+                    tx.set_status(job.server_id, status, job.created_at).await?;
+                }
+                Ok(inserted)
+            })
+        })
+        .await
+    }
+
+    /// Sends `jobs` while the write lock is held, so they queue and are
+    /// committed together rather than one by one.
+    async fn send_together(db: &Store, jobs: Vec<Job>) -> Vec<Result<bool, StoreError>> {
+        let Store::Sqlite(s) = db else { unreachable!() };
+        let held = s.write.acquire().await.unwrap();
+        let all = tokio::spawn({
+            let db = db.clone();
+            async move { join_all(jobs.into_iter().map(|job| send(&db, job))).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(held);
+        all.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn racing_requests_in_one_batch_accept_exactly_the_first_per_server() {
+        let (_dir, db) = scratch().await;
+        let (a, b) = (scratch_server(&db, "stopped").await, scratch_server(&db, "stopped").await);
+        let results = send_together(&db, (0..10).map(|n| queued([a, b][n % 2], Action::Start)).collect()).await;
+        let accepted: Vec<bool> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(accepted, [true, true, false, false, false, false, false, false, false, false]);
+        assert_eq!(db.jobs_in_flight().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_sees_the_state_left_by_the_requests_before_it_in_its_batch() {
+        let (_dir, db) = scratch().await;
+        let (stopped, running) = (scratch_server(&db, "stopped").await, scratch_server(&db, "running").await);
+        let jobs = vec![
+            queued(stopped, Action::Stop),  // not from stopped: refused
+            queued(stopped, Action::Start), // so this one is accepted
+            queued(running, Action::Delete),
+            queued(running, Action::Stop), // the delete is in flight
+        ];
+        let accepted: Vec<bool> = send_together(&db, jobs).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(accepted, [false, true, true, false]);
+        assert_eq!(db.server(running).await.unwrap().unwrap().status, ServerStatus::Deleting);
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_write_fails_alone() {
+        let (_dir, db) = scratch().await;
+        let ids: Vec<i64> = join_all((0..3).map(|_| scratch_server(&db, "stopped"))).await;
+        let first = queued(ids[0], Action::Start);
+        let taken = first.id;
+        assert!(send(&db, first).await.unwrap());
+        let mut duplicate = queued(ids[1], Action::Start);
+        duplicate.id = taken;
+        let results =
+            send_together(&db, vec![duplicate, queued(ids[2], Action::Start), queued(ids[1], Action::Start)]).await;
+        assert!(results[0].as_ref().is_err_and(StoreError::is_unique_violation), "{:?}", results[0]);
+        assert!(matches!(results[1], Ok(true)), "{:?}", results[1]);
+        assert!(matches!(results[2], Ok(true)), "the failed one left nothing behind: {:?}", results[2]);
+        let panicked: Result<(), StoreError> =
+            db.write(|_| -> futures::future::BoxFuture<'_, _> { panic!("a bug in a write") }).await;
+        assert!(matches!(panicked, Err(StoreError::Panicked)));
+        assert!(send(&db, queued(ids[0], Action::Stop)).await.is_ok(), "the writer outlives a panic");
+    }
+
+    #[tokio::test]
+    async fn rows_written_here_read_back_through_sqlx_as_written() {
+        let (_dir, db) = scratch().await;
+        let server = scratch_server(&db, "stopped").await;
+        let job = queued(server, Action::Start);
+        let (id, created_at) = (job.id, job.created_at);
+        assert!(send(&db, job).await.unwrap());
+        assert_eq!(db.job(id).await.unwrap().unwrap().created_at, created_at);
+        let at = crate::store::now();
+        db.write(move |tx| Box::pin(async move { tx.mark_published(&[id], at).await })).await.unwrap();
+        assert_eq!(db.job(id).await.unwrap().unwrap().published_at, Some(at));
+        let before = created_at + chrono::Duration::milliseconds(1);
+        assert_eq!(db.unpublished(before, 10).await.unwrap().len(), 0, "marked published");
+    }
+}

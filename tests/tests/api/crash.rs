@@ -30,10 +30,10 @@ async fn stop_held_in_publish(
             "SELECT id, CASE WHEN published_at IS NULL THEN 'no' ELSE 'yes' END FROM jobs
              WHERE server_id = $1 AND action = 'stop'",
         )
-            .bind(id)
-            .fetch_optional(&app.db)
-            .await
-            .unwrap()
+        .bind(id)
+        .fetch_optional(&app.db)
+        .await
+        .unwrap()
     })
     .await;
     assert_eq!(published, "no", "JetStream cannot have acknowledged it");

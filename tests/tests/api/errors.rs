@@ -72,8 +72,11 @@ async fn another_users_server_is_not_found() {
         let (status, body) = app.call(method.clone(), &path, Some(&other), Some(json!({}))).await;
         assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{method} {path}: {body}");
     }
-    let (_, job_id): (i64, String) =
-        sqlx::query_as("SELECT server_id, id FROM jobs WHERE server_id = $1").bind(id).fetch_one(&app.db).await.unwrap();
+    let (_, job_id): (i64, String) = sqlx::query_as("SELECT server_id, id FROM jobs WHERE server_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     let (status, _) = app.call(Method::GET, &format!("/v1/jobs/{job_id}"), Some(&other), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, list) = app.call(Method::GET, "/v1/servers", Some(&other), None).await;

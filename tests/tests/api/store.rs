@@ -1,4 +1,4 @@
-//! The store on either database (`VSFLEET_TEST_POSTGRES` selects
+//! The store on either database (`TEST_POSTGRES_URL` selects
 //! PostgreSQL): a value the api cannot read is an error that names it, and
 //! two api replicas on one database accept each request once.
 
@@ -92,20 +92,17 @@ async fn two_api_replicas_on_one_database_accept_each_request_once_and_finish_ev
     }
 
     // Every job ended, once: one row each, one outcome each in the activity log.
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE action IN ('stop', 'start')")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let (rows,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE action IN ('stop', 'start')").fetch_one(&app.db).await.unwrap();
     assert_eq!(rows as usize, SERVERS * ROUNDS);
     let (unfinished,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE status <> 'succeeded'").fetch_one(&app.db).await.unwrap();
     assert_eq!(unfinished, 0);
-    let (outcomes,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM activity WHERE action IN ('stop', 'start') AND result = 'succeeded'",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    let (outcomes,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM activity WHERE action IN ('stop', 'start') AND result = 'succeeded'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert_eq!(outcomes as usize, SERVERS * ROUNDS, "an event applied twice would log its outcome twice");
     for id in &ids {
         app.wait_status(*id, "stopped").await;
