@@ -89,6 +89,12 @@ async fn refuse<T>(state: &AppState, note: &Note, error: ApiError) -> Result<T, 
     Err(error)
 }
 
+/// Records a refusal in the transaction that refused it, and returns it.
+async fn refuse_in<T>(tx: &mut Tx<'_>, note: &Note, refused: ApiError) -> Result<Result<T, ApiError>, StoreError> {
+    tx.record_activity(&note.refused(&refused)).await?;
+    Ok(Err(refused))
+}
+
 /// Refuses before anything is written when the broker is unreachable: the
 /// outbox would deliver the job later, but an operator expects a request
 /// made during an outage to be either refused now or carried out.
@@ -218,10 +224,7 @@ pub async fn create(
         .db
         .write(move |tx| {
             Box::pin(async move {
-                let refuse = async |tx: &mut Tx<'_>, refused: ApiError| {
-                    tx.record_activity(&note.refused(&refused)).await?;
-                    Ok::<_, StoreError>(Err(refused))
-                };
+                let refuse = async |tx: &mut Tx<'_>, refused: ApiError| refuse_in(tx, &note, refused).await;
                 tx.lock_for_create(owner, &placed).await?;
                 if let Some(max) = max_servers
                     && tx.live_count(owner).await? >= max
@@ -292,10 +295,7 @@ pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action:
         .db
         .write(move |tx| {
             Box::pin(async move {
-                let refuse = async |tx: &mut Tx<'_>, refused: ApiError| {
-                    tx.record_activity(&note.refused(&refused)).await?;
-                    Ok::<_, StoreError>(Err(refused))
-                };
+                let refuse = async |tx: &mut Tx<'_>, refused: ApiError| refuse_in(tx, &note, refused).await;
                 let Some(found) = tx.checked(server_id).await? else {
                     return refuse(tx, ApiError::NotFound("server")).await;
                 };

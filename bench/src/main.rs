@@ -37,6 +37,17 @@ struct Cli {
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "target/bench.json")]
     json: PathBuf,
+    /// The api's database in accept, dispatch, lifecycle and drift
+    /// (reconcile and footprint use a SQLite file of their own). PostgreSQL
+    /// needs `TEST_POSTGRES_URL`, which `scripts/bench --database postgres` sets.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    database: Database,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Database {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,6 +70,20 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let postgres = std::env::var(vsfleet_tests::database::POSTGRES_ENV).is_ok();
+    match (cli.database, postgres) {
+        (Database::Postgres, false) => anyhow::bail!(
+            "--database postgres needs {} (scripts/bench --database postgres starts a cluster and sets it)",
+            vsfleet_tests::database::POSTGRES_ENV
+        ),
+        // The tests' harness follows the variable, whatever the flag says.
+        (Database::Sqlite, true) => anyhow::bail!(
+            "{} is set, so the api would run on PostgreSQL: pass --database postgres, or unset it",
+            vsfleet_tests::database::POSTGRES_ENV
+        ),
+        _ => {}
+    }
+    eprintln!("database: {:?}", cli.database);
     let all = cli.scenarios.is_empty() || cli.scenarios.contains(&Scenario::All);
     let wants = |s| all || cli.scenarios.contains(&s);
     let mut rows = Vec::new();

@@ -299,29 +299,22 @@ macro_rules! transaction {
     ($store:expr, |$q:ident, $conn:ident| $body:expr) => {
         match $store {
             $crate::store::Store::Sqlite(s) => {
-                let mut tx = s.begin_write().await.map_err($crate::store::StoreError::from)?;
-                #[allow(unused_imports)]
-                use $crate::store::lite as $q;
-                let $conn: &mut $q::Conn = &mut *tx;
-                let out = $body;
-                if out.is_ok() {
-                    tx.commit().await.map_err($crate::store::StoreError::from)?;
-                }
-                out
+                $crate::store::transaction!(@in s.begin_write(), lite, |$q, $conn| $body)
             }
-            $crate::store::Store::Postgres(p) => {
-                let mut tx = p.begin().await.map_err($crate::store::StoreError::from)?;
-                #[allow(unused_imports)]
-                use $crate::store::pg as $q;
-                let $conn: &mut $q::Conn = &mut *tx;
-                let out = $body;
-                if out.is_ok() {
-                    tx.commit().await.map_err($crate::store::StoreError::from)?;
-                }
-                out
-            }
+            $crate::store::Store::Postgres(p) => $crate::store::transaction!(@in p.begin(), pg, |$q, $conn| $body),
         }
     };
+    (@in $begin:expr, $backend:ident, |$q:ident, $conn:ident| $body:expr) => {{
+        let mut tx = $begin.await.map_err($crate::store::StoreError::from)?;
+        #[allow(unused_imports)]
+        use $crate::store::$backend as $q;
+        let $conn: &mut $q::Conn = &mut *tx;
+        let out = $body;
+        if out.is_ok() {
+            tx.commit().await.map_err($crate::store::StoreError::from)?;
+        }
+        out
+    }};
 }
 pub(crate) use transaction;
 
