@@ -10,7 +10,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation, ServerStatus};
+use vsfleet_contract::state::{Outcome, deletion_times};
+use vsfleet_contract::{Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation};
 
 use crate::store::{Job, NewJob, Server, StoreError, Tx};
 
@@ -194,41 +195,25 @@ impl Rows {
         let Some(server) = self.servers.get_mut(&ev.server_id.as_i64()) else {
             return; // purged, or a hand-published job for a server we never had
         };
-        let next = match seen {
-            Some(seen) => ServerStatus::after(ev.action, succeeded, seen),
-            None if ev.action == Action::Create => Some(ServerStatus::Failed),
-            // Nothing was observed: a transient state cannot stay, the rest can.
-            None => Some(match server.status() {
-                ServerStatus::Creating | ServerStatus::Deleting => ServerStatus::Failed,
-                other => other,
-            }),
-        };
+        let outcome = server.status.after_job(ev.action, succeeded, seen);
         let id = server.id;
-        if matches!(next, None | Some(ServerStatus::Deleted)) {
-            // Seed 000 §5.2: a deleted server's inner containers go with it.
+        if outcome.clears_inner_containers() {
             self.cleared.insert(id);
         }
-        let Some(status) = next else {
+        let Outcome::Becomes(status) = outcome else {
             self.servers.remove(&id);
             self.purged.push(id);
             tracing::info!("server purged");
             return;
         };
-        let (deleted_at, purge_after): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-            if status == ServerStatus::Deleted {
-                let deleted_at = server.deleted_at.unwrap_or(ev.at);
-                (Some(deleted_at), Some(server.purge_after.unwrap_or(deleted_at + retention)))
-            } else {
-                (None, None)
-            };
+        (server.deleted_at, server.purge_after) =
+            deletion_times(status, server.deleted_at, server.purge_after, ev.at, retention);
         server.status = status;
         if let Some(seen) = seen {
             server.container_id.clone_from(&seen.container_id);
             server.data_exists = seen.data_exists;
         }
         server.last_error = error.map(str::to_owned);
-        server.deleted_at = deleted_at;
-        server.purge_after = purge_after;
         server.updated_at = crate::store::now();
         self.changed_servers.insert(id);
         tracing::info!(status = %status, "server state recorded");

@@ -429,7 +429,7 @@ pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result
 async fn kill(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
     ensure_broker(state)?;
     let server = servers::get_visible(&state.db, user, server_id).await?;
-    if matches!(server.status(), ServerStatus::Deleted | ServerStatus::Deleting) {
+    if !server.status.may_force_stop() {
         return Err(ApiError::InvalidTransition { action: "stop", status: server.status() });
     }
     let subject = state.settings.subjects().kill(&server.host);
@@ -464,7 +464,7 @@ pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -
             Err(e) => Err(ApiError::invalid_field("invalid_name", "name", e)),
             Ok(name) => match q::server_for_update(&mut *conn, server_id).await? {
                 Some(server) if server.visible_to(user) => {
-                    if server.status == ServerStatus::Deleted {
+                    if !server.status.may_rename() {
                         Err(ApiError::InvalidTransition { action: "rename", status: server.status })
                     } else {
                         Ok(q::rename(&mut *conn, server_id, name.as_str(), crate::store::now()).await?)

@@ -6,7 +6,7 @@
 use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{InnerContainers, ServerStatus};
+use vsfleet_contract::InnerContainers;
 
 use crate::inbound::{self, Inbound, Kind};
 use crate::store::{Store, transaction};
@@ -63,7 +63,7 @@ pub async fn record(store: &Store, report: &InnerContainers) -> anyhow::Result<R
                 report.server_id, server.host, report.host
             )));
         }
-        if matches!(server.status, ServerStatus::Deleted | ServerStatus::Deleting) {
+        if !server.status.is_live() {
             return Ok(Recorded::NotLive);
         }
         q::replace_inner_containers(&mut *conn, id, &report.containers, crate::store::now()).await?;

@@ -55,23 +55,17 @@ pub fn plan(known: &[Known], inventory: &HostInventory) -> Plan {
     for server in known {
         let status = server.status;
         if status != ServerStatus::Deleted {
-            live.insert(server.id);
+            live.insert(server.id); // its containers are not orphans
         }
         if server.busy || server.updated_at > inventory.at {
             continue;
         }
         let seen = containers.get(&server.id);
         let state = seen.map_or(ContainerState::Absent, |c| c.state);
-        let Some(next) = status.drifted(state).or(match status {
-            ServerStatus::Creating | ServerStatus::Deleting | ServerStatus::Deleted => None,
-            other => Some(other),
-        }) else {
-            continue;
-        };
-        let container_id = seen.map(|c| c.container_id.clone()).or_else(|| {
-            // A failed server keeps the id it had; the others follow Docker.
-            (next == ServerStatus::Failed).then(|| server.container_id.clone()).flatten()
-        });
+        let Some(next) = status.synced(state) else { continue };
+        let container_id = seen
+            .map(|c| c.container_id.clone())
+            .or_else(|| next.keeps_container_id().then(|| server.container_id.clone()).flatten());
         let data_exists = data.contains(&server.id);
         if next != status || container_id != server.container_id || data_exists != server.data_exists {
             out.changes.push(Change { id: server.id, status: next, container_id, data_exists });

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ContainerState, Observation};
@@ -171,6 +172,92 @@ impl ServerStatus {
     }
 }
 
+/// What the rules say of a server once a job of it ended: its status, and
+/// the deletion times a deleted server carries. The api applies this and
+/// decides nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The row goes away (a successful purge).
+    Gone,
+    Becomes(ServerStatus),
+}
+
+impl ServerStatus {
+    /// The status after a job of `action` ended (`succeeded` or not), from
+    /// what the worker saw (`None` when it could not look). Without an
+    /// observation a failed create is a failed server, a transient state
+    /// cannot stay, and the rest stays.
+    pub fn after_job(self, action: Action, succeeded: bool, seen: Option<&Observation>) -> Outcome {
+        let next = match seen {
+            Some(seen) => ServerStatus::after(action, succeeded, seen),
+            None if action == Action::Create => Some(ServerStatus::Failed),
+            None => Some(match self {
+                ServerStatus::Creating | ServerStatus::Deleting => ServerStatus::Failed,
+                other => other,
+            }),
+        };
+        next.map_or(Outcome::Gone, Outcome::Becomes)
+    }
+
+    /// The status a sync leaves a server in given its container on the
+    /// host (`Absent` when there is none); `None` to leave the row as it
+    /// is, container and data included: a server in a job's transient
+    /// state, and a deleted one, are the jobs' to change.
+    pub fn synced(self, seen: ContainerState) -> Option<ServerStatus> {
+        match self {
+            ServerStatus::Creating | ServerStatus::Deleting | ServerStatus::Deleted => None,
+            other => Some(other.drifted(seen).unwrap_or(other)),
+        }
+    }
+
+    /// Whether a server in this status keeps the container id it had when
+    /// its host shows none (a failed server keeps it, for the operator).
+    pub fn keeps_container_id(self) -> bool {
+        self == ServerStatus::Failed
+    }
+
+    /// Whether the server occupies a place on its host and can have inner
+    /// containers: everything but deleted and being deleted (seed 000
+    /// §5.2: a deleted server's inner containers go with it).
+    pub fn is_live(self) -> bool {
+        !matches!(self, ServerStatus::Deleted | ServerStatus::Deleting)
+    }
+
+    /// Whether it can be force-stopped: a container may be there to kill.
+    pub fn may_force_stop(self) -> bool {
+        self.is_live()
+    }
+
+    /// Whether it can be renamed: anything but a deleted server.
+    pub fn may_rename(self) -> bool {
+        self != ServerStatus::Deleted
+    }
+}
+
+impl Outcome {
+    /// Whether the server's inner containers go (it is gone or deleted).
+    pub fn clears_inner_containers(self) -> bool {
+        matches!(self, Outcome::Gone | Outcome::Becomes(ServerStatus::Deleted))
+    }
+}
+
+/// When a deleted server was deleted and when it is purged: the first
+/// deletion time is kept (a repeated delete does not restart the clock),
+/// and the purge comes `retention` after it. Nothing for other statuses.
+pub fn deletion_times(
+    status: ServerStatus,
+    deleted_at: Option<DateTime<Utc>>,
+    purge_after: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+    retention: chrono::Duration,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    if status != ServerStatus::Deleted {
+        return (None, None);
+    }
+    let deleted_at = deleted_at.unwrap_or(at);
+    (Some(deleted_at), Some(purge_after.unwrap_or(deleted_at + retention)))
+}
+
 /// `Display` and `FromStr` from `as_str` and `ALL`, so adding a variant
 /// cannot leave its text behind.
 macro_rules! text_enum {
@@ -225,6 +312,51 @@ text_enum!(JobStatus, "job status");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_without_an_observation_fails_a_create_and_a_transient_state_and_keeps_the_rest() {
+        use ServerStatus::*;
+        assert_eq!(Creating.after_job(Action::Create, false, None), Outcome::Becomes(Failed));
+        assert_eq!(Deleting.after_job(Action::Delete, false, None), Outcome::Becomes(Failed));
+        assert_eq!(Running.after_job(Action::Stop, false, None), Outcome::Becomes(Running));
+        let gone =
+            Observation { container: ContainerState::Absent, container_id: None, data_exists: false, archived: false };
+        assert_eq!(Deleted.after_job(Action::Purge, true, Some(&gone)), Outcome::Gone);
+        assert!(Outcome::Gone.clears_inner_containers() && Outcome::Becomes(Deleted).clears_inner_containers());
+        assert!(!Outcome::Becomes(Stopped).clears_inner_containers());
+    }
+
+    #[test]
+    fn a_sync_follows_the_container_but_leaves_transient_and_deleted_servers_and_keeps_a_failed_one() {
+        use ServerStatus::*;
+        assert_eq!(Running.synced(ContainerState::Absent), Some(Missing));
+        assert_eq!(Stopped.synced(ContainerState::Stopped), Some(Stopped), "unchanged, still synced (data may move)");
+        assert_eq!(Failed.synced(ContainerState::Absent), Some(Failed));
+        for status in [Creating, Deleting, Deleted] {
+            assert_eq!(status.synced(ContainerState::Running), None, "{status}");
+        }
+        assert!(Failed.keeps_container_id() && !Missing.keeps_container_id());
+    }
+
+    #[test]
+    fn only_live_servers_are_force_stopped_and_all_but_deleted_ones_renamed() {
+        for status in ServerStatus::ALL {
+            assert_eq!(status.may_force_stop(), !matches!(status, ServerStatus::Deleted | ServerStatus::Deleting));
+            assert_eq!(status.may_rename(), status != ServerStatus::Deleted);
+        }
+    }
+
+    #[test]
+    fn a_deleted_server_keeps_its_first_deletion_time_and_is_purged_after_the_retention() {
+        let (first, later) = (DateTime::from_timestamp(1_000, 0).unwrap(), DateTime::from_timestamp(2_000, 0).unwrap());
+        let week = chrono::Duration::days(7);
+        assert_eq!(deletion_times(ServerStatus::Deleted, None, None, first, week), (Some(first), Some(first + week)));
+        assert_eq!(
+            deletion_times(ServerStatus::Deleted, Some(first), Some(first + week), later, week),
+            (Some(first), Some(first + week))
+        );
+        assert_eq!(deletion_times(ServerStatus::Stopped, Some(first), Some(first), later, week), (None, None));
+    }
 
     fn seen(container: ContainerState, data_exists: bool, archived: bool) -> Observation {
         Observation { container, container_id: None, data_exists, archived }
