@@ -240,7 +240,7 @@ fn finish(job: &mut Job, at: DateTime<Utc>, status: JobStatus, error: Option<&st
 
 #[cfg(test)]
 mod tests {
-    use vsfleet_contract::{ContainerState, JobId, ServerId};
+    use vsfleet_contract::{ContainerState, JobId, ServerId, ServerStatus};
 
     use super::*;
     use crate::store::{Store, scratch, scratch_server};
