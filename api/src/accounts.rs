@@ -6,6 +6,8 @@
 //! Someone else's account or token answers 404, as someone else's server
 //! does; an admin-only call made by a user too.
 
+use anyhow::Context as _;
+
 use crate::activity::{self, Entry};
 use crate::error::ApiError;
 use crate::store::{Store, transaction};
@@ -46,6 +48,16 @@ impl By<'_> {
     fn require_admin(self) -> Result<(), ApiError> {
         if self.is_admin() { Ok(()) } else { Err(ApiError::NotFound("route")) }
     }
+}
+
+/// Creates a user with a first token and returns both: the tests' shortcut
+/// (the API and the command line call [`create_user`]).
+pub async fn create(db: &Store, email: &str, is_admin: bool) -> anyhow::Result<(User, String)> {
+    let (account, token) = create_user(db, By::Operator, email, is_admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("creating user {email}"))?;
+    Ok((User { id: account.id, email: account.email, is_admin: account.admin }, token.secret))
 }
 
 /// Creates a user with a first token.

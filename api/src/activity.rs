@@ -5,48 +5,7 @@
 
 use crate::store::{Store, StoreError};
 
-/// One entry to record; plain data so any module can build one.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// Whose log it belongs to: the owner of the server, token or account
-    /// concerned, or the actor when the target is not theirs to see.
-    pub user_id: Option<i64>,
-    /// The user's email, `scheduler`, `operator` (the command line), a host.
-    pub actor: String,
-    /// `create`, `start` … `force_stop`, `rename`, `token.create`, …
-    pub action: String,
-    /// `server:42`, `token:7`, `user:3`.
-    pub target: String,
-    /// `accepted`, `refused: <code>`, `succeeded`, `failed: <reason>`.
-    pub result: String,
-    pub detail: Option<String>,
-}
-
-impl Entry {
-    pub fn new(
-        user_id: Option<i64>,
-        actor: impl Into<String>,
-        action: impl Into<String>,
-        target: impl Into<String>,
-        result: impl Into<String>,
-    ) -> Self {
-        Self {
-            user_id,
-            actor: actor.into(),
-            action: action.into(),
-            target: target.into(),
-            result: result.into(),
-            detail: None,
-        }
-    }
-
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-}
-
-pub use crate::store::Activity;
+pub use crate::store::{Activity, Entry};
 
 /// A page of the log, newest first.
 pub struct Page {

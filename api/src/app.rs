@@ -2,46 +2,22 @@
 //! outbox, the events recorder, the schedule handler and the monitor sink,
 //! all stopped by one shutdown signal.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::PullConsumer, kv};
-use chrono::{DateTime, Utc};
+use async_nats::jetstream::{self, consumer::PullConsumer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{SeenContainer, Settings};
+use vsfleet_contract::Settings;
 
 use crate::dispatch::Dispatcher;
+use crate::events::Recorder;
+use crate::http::AppState;
+use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use crate::{events, http, monitor, schedule};
-
-/// What every handler and background task can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Store,
-    pub nats: async_nats::Client,
-    pub dispatcher: Dispatcher,
-    pub hosts: kv::Store,
-    pub tokens: crate::users::TokenCache,
-    /// The live hosts, followed from `hosts`.
-    pub registry: crate::hosts::Registry,
-    pub settings: Arc<Settings>,
-    /// The checks of every message heard from NATS, and their rejections.
-    pub inbound: crate::inbound::Inbound,
-    /// The last sync of each host, for `GET /v1/hosts`.
-    pub syncs: Arc<Mutex<HashMap<String, HostSync>>>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HostSync {
-    pub at: DateTime<Utc>,
-    pub containers: usize,
-    pub changed: usize,
-    pub orphans: Vec<SeenContainer>,
-}
 
 pub struct Application {
     listener: TcpListener,
@@ -70,15 +46,21 @@ impl Application {
             .context("subscribing to monitor snapshots")?;
         let inbound = crate::inbound::Inbound::new(js.clone(), subjects.clone(), objects.jobs.clone());
         let (dispatcher, marker) = Dispatcher::new(js, subjects, settings.nats.publish_timeout(), db.clone());
-        let state = AppState {
-            db,
+        let settings = Arc::new(settings);
+        let lifecycle = Lifecycle {
+            db: db.clone(),
             nats,
             dispatcher,
-            hosts: objects.hosts,
+            settings: settings.clone(),
             registry: crate::hosts::Registry::default(),
+            hosts: objects.hosts,
+        };
+        let state = AppState {
+            db,
+            settings,
+            lifecycle,
             tokens: crate::users::TokenCache::default(),
             inbound,
-            settings: Arc::new(settings),
             syncs: Arc::default(),
         };
         Ok(Self { listener, state, events, schedule, monitor, marker })
@@ -96,14 +78,21 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application { listener, state, events, schedule, monitor, marker } = self;
         let outbox_every = Duration::from_millis(state.settings.api.outbox_interval_ms);
+        let lifecycle = &state.lifecycle;
+        let recorder =
+            Recorder { lifecycle: lifecycle.clone(), inbound: state.inbound.clone(), syncs: state.syncs.clone() };
         let background = [
-            tokio::spawn(state.dispatcher.clone().run_outbox(outbox_every, shutdown.clone())),
-            tokio::spawn(events::run(events, state.clone(), shutdown.clone())),
-            tokio::spawn(schedule::run(schedule, state.clone(), shutdown.clone())),
+            tokio::spawn(lifecycle.dispatcher.clone().run_outbox(outbox_every, shutdown.clone())),
+            tokio::spawn(events::run(events, recorder, shutdown.clone())),
+            tokio::spawn(schedule::run(schedule, lifecycle.clone(), shutdown.clone())),
             tokio::spawn(monitor::run(monitor, state.db.clone(), state.inbound.clone(), shutdown.clone())),
-            tokio::spawn(state.registry.clone().follow(state.hosts.clone(), state.inbound.clone(), shutdown.clone())),
+            tokio::spawn(lifecycle.registry.clone().follow(
+                lifecycle.hosts.clone(),
+                state.inbound.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(marker.run(shutdown.clone())),
-            tokio::spawn(crate::watchdog::run(state.clone(), shutdown.clone())),
+            tokio::spawn(crate::watchdog::run(state.db.clone(), state.settings.clone(), shutdown.clone())),
         ];
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let stop = shutdown.clone();

@@ -99,7 +99,7 @@ impl ApiError {
     /// The error as `user` may read it: a 503's message can carry a
     /// worker's or Docker's words (a socket path, a data directory), which
     /// users who are not admins read without host paths.
-    pub fn for_viewer(self, user: &crate::users::User) -> Self {
+    pub fn for_viewer(self, user: &crate::store::User) -> Self {
         match self {
             ApiError::Unavailable { code, message } if !user.is_admin => {
                 ApiError::Unavailable { code, message: crate::redact::paths(&message).into_owned() }
@@ -158,7 +158,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::User;
+    use crate::store::User;
 
     #[test]
     fn users_read_a_503_without_host_paths_and_admins_whole() {

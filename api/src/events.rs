@@ -17,13 +17,33 @@ use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{ContainerState, Inventory, JobEvent, JobId, Observed};
 
-use crate::app::{AppState, HostSync};
 use crate::error::ApiError;
 use crate::inbound::{self, Kind};
 use crate::job_events::Rejection;
-use crate::reconcile::{self, HostInventory};
-use crate::store::{Store, transaction};
+use crate::lifecycle::Lifecycle;
+use crate::reconcile::{self, Applied, HostInventory, apply_observed};
 use crate::{job_events, lifecycle};
+
+/// What recording the workers' events needs.
+#[derive(Clone)]
+pub struct Recorder {
+    /// Job outcomes and drift go to the database; orphans are reaped through it.
+    pub lifecycle: Lifecycle,
+    pub inbound: crate::inbound::Inbound,
+    /// The last sync of each host, for `GET /v1/hosts`.
+    pub syncs: Syncs,
+}
+
+/// The last sync of each host.
+pub type Syncs = Arc<std::sync::Mutex<HashMap<String, HostSync>>>;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostSync {
+    pub at: chrono::DateTime<Utc>,
+    pub containers: usize,
+    pub changed: usize,
+    pub orphans: Vec<vsfleet_contract::SeenContainer>,
+}
 
 pub async fn consumer(
     events: &jetstream::stream::Stream,
@@ -47,8 +67,8 @@ pub async fn consumer(
 }
 
 /// Records events until shut down, reopening the message stream after errors.
-pub async fn run(consumer: PullConsumer, state: AppState, shutdown: CancellationToken) {
-    let subjects = state.settings.subjects();
+pub async fn run(consumer: PullConsumer, state: Recorder, shutdown: CancellationToken) {
+    let subjects = state.lifecycle.settings.subjects();
     let mut partial: HashMap<uuid::Uuid, Vec<Inventory>> = HashMap::new();
     loop {
         let mut messages = match consumer.messages().await {
@@ -102,18 +122,18 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
 
 /// Drift and inventories: checked, then applied.
 async fn record_other(
-    state: &AppState,
+    state: &Recorder,
     partial: &mut HashMap<uuid::Uuid, Vec<Inventory>>,
     message: &Message,
 ) -> Result<(), Fault> {
-    let subjects = state.settings.subjects();
+    let subjects = state.lifecycle.settings.subjects();
     let host = state.inbound.subject_host(&message.subject).unwrap_or_default().to_owned();
     let now = Utc::now();
     match subjects.event_kind(&message.subject) {
         Some("observed") => {
             let seen = parse::<Observed>(Kind::Observed, &message.payload)?;
             inbound::check_observed(&host, &seen, now).map_err(|why| Fault::Rejected(Kind::Observed, why))?;
-            apply_observed(&state.db, &seen).await.map_err(|e| match e {
+            apply_observed(&state.lifecycle.db, &seen).await.map_err(|e| match e {
                 Applied::Refused(why) => Fault::Rejected(Kind::Observed, why),
                 Applied::Failed(e) => Fault::Retry(e),
             })
@@ -141,7 +161,7 @@ const BATCH: usize = 256;
 /// nothing). Each is checked first against its subject, then against its
 /// job and server rows; a job the api did not issue is checked against the
 /// jobs stream and recorded in a second transaction.
-async fn record_jobs(state: &AppState, messages: &[Message]) {
+async fn record_jobs(state: &Recorder, messages: &[Message]) {
     let now = Utc::now();
     // Parsed once, shared with the writer thread without a copy.
     let mut readable = Vec::with_capacity(messages.len());
@@ -189,7 +209,7 @@ async fn record_jobs(state: &AppState, messages: &[Message]) {
 /// Events of jobs published by hand: recorded once their message is found
 /// in the jobs stream, rejected otherwise.
 async fn verify_and_record(
-    state: &AppState,
+    state: &Recorder,
     events: &[JobEvent],
     unknown: &[usize],
     outcomes: &mut [Result<(), Fault>],
@@ -239,19 +259,20 @@ async fn verify_and_record(
 }
 
 async fn write_events(
-    state: &AppState,
+    state: &Recorder,
     events: Arc<Vec<JobEvent>>,
     hand_jobs: HashSet<JobId>,
 ) -> Result<Vec<(usize, Rejection)>, String> {
-    let retention = state.settings.retention();
+    let retention = state.lifecycle.settings.retention();
     state
+        .lifecycle
         .db
         .write(move |tx| Box::pin(async move { job_events::record(tx, &events, retention, &hand_jobs).await }))
         .await
         .map_err(|error| format!("{error:#}"))
 }
 
-async fn settle(state: &AppState, message: &Message, outcome: Result<(), Fault>) {
+async fn settle(state: &Recorder, message: &Message, outcome: Result<(), Fault>) {
     let ack = match outcome {
         Ok(()) => message.ack().await,
         Err(Fault::Rejected(kind, why)) => {
@@ -325,12 +346,12 @@ fn assemble(partial: &mut HashMap<uuid::Uuid, Vec<Inventory>>, part: Inventory) 
 
 /// Reconciles a host, then deals with its orphans: reported always, removed
 /// (when stopped, never their data) only when `api.remove_orphans` says so.
-async fn sync(state: &AppState, host: &str, inventory: &HostInventory) -> anyhow::Result<()> {
-    let plan = reconcile::apply(&state.db, host, inventory).await?;
+async fn sync(state: &Recorder, host: &str, inventory: &HostInventory) -> anyhow::Result<()> {
+    let plan = reconcile::apply(&state.lifecycle.db, host, inventory).await?;
     for orphan in &plan.orphans {
         tracing::warn!(host, server_id = %orphan.server_id, container = orphan.container_id, state = ?orphan.state, "orphan container: labelled for this host, no live server");
-        if state.settings.api.remove_orphans && orphan.state != ContainerState::Running {
-            match lifecycle::reap(state, host, orphan.server_id).await {
+        if state.lifecycle.settings.api.remove_orphans && orphan.state != ContainerState::Running {
+            match lifecycle::reap(&state.lifecycle, host, orphan.server_id).await {
                 Ok(_) | Err(ApiError::JobInFlight(_)) => {}
                 Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot request orphan removal"),
             }
@@ -343,53 +364,5 @@ async fn sync(state: &AppState, host: &str, inventory: &HostInventory) -> anyhow
         changed: plan.changes.len(),
     };
     state.syncs.lock().expect("not poisoned").insert(host.to_owned(), summary);
-    Ok(())
-}
-
-/// Why an observation was not applied.
-pub enum Applied {
-    /// It contradicts the server's row (another host's server).
-    Refused(String),
-    Failed(anyhow::Error),
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Applied {
-    fn from(e: E) -> Self {
-        Applied::Failed(e.into())
-    }
-}
-
-impl From<Applied> for ApiError {
-    fn from(e: Applied) -> Self {
-        match e {
-            Applied::Refused(why) => ApiError::Internal(anyhow::anyhow!(why)),
-            Applied::Failed(e) => ApiError::Internal(e),
-        }
-    }
-}
-
-/// Drift seen in Docker's event stream: the server follows its container,
-/// unless a job is in flight (the job will say) or it is in a state only a
-/// job may leave. Only the server's own host may report it.
-pub async fn apply_observed(store: &Store, seen: &Observed) -> Result<(), Applied> {
-    let id = seen.server_id.as_i64();
-    let status = transaction!(store, |q, conn| {
-        let Some(server) = q::server_for_update(&mut *conn, id).await? else { return Ok(()) };
-        if server.host != seen.host {
-            return Err(Applied::Refused(format!(
-                "server {} lives on host {}, not on the reporting host {}",
-                seen.server_id, server.host, seen.host
-            )));
-        }
-        if q::job_in_flight(&mut *conn, id).await?.is_some() {
-            return Ok(());
-        }
-        let Some(status) = server.status.drifted(seen.observed.container) else { return Ok(()) };
-        let observed = &seen.observed;
-        let at = crate::store::now();
-        q::set_observed(&mut *conn, id, status, observed.container_id.as_deref(), observed.data_exists, at).await?;
-        Ok::<_, Applied>(status)
-    })?;
-    tracing::info!(server_id = id, cause = seen.cause, %status, "drift recorded");
     Ok(())
 }

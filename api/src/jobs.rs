@@ -9,7 +9,7 @@ pub use crate::store::{Job, NewJob};
 impl Job {
     /// The job as `user` may read it: without host paths in `error` unless
     /// they are an admin.
-    pub fn for_viewer(mut self, user: &crate::users::User) -> Self {
+    pub fn for_viewer(mut self, user: &crate::store::User) -> Self {
         if !user.is_admin {
             crate::redact::optional(&mut self.error);
         }

@@ -1,5 +1,8 @@
 //! The vsfleet api: the HTTP API, the only service that opens the database.
 //!
+//! Layered bottom to top ([`LAYERS`], checked by a test): [`store`]; what the
+//! api makes of rows; the flows; [`http`]; [`app`].
+//!
 //! - [`app`]: builds and runs everything below from [`Settings`](vsfleet_contract::Settings).
 //! - [`http`]: routes, extractors and handlers (thin), and the connection loop with its timeouts.
 //! - [`lifecycle`]: the rules: ownership, state checks, job row plus state change in one transaction.
@@ -39,4 +42,78 @@ pub mod store;
 pub mod users;
 pub mod watchdog;
 
-pub use app::{AppState, Application};
+pub use app::Application;
+pub use http::AppState;
+
+/// The layers, bottom first: a module may use its own layer and those below.
+/// `store` holds the SQL and its rows; the next layer what the api makes
+/// of rows (views, payloads, tokens, errors); then the flows (requests,
+/// events, reconciliation, the background loops); then HTTP; then the
+/// wiring. Checked by the test below.
+pub const LAYERS: &[&[&str]] = &[
+    &["store"],
+    &["redact", "users", "jobs", "servers", "activity", "error"],
+    &[
+        "inbound",
+        "hosts",
+        "dispatch",
+        "job_events",
+        "reconcile",
+        "monitor",
+        "accounts",
+        "lifecycle",
+        "watchdog",
+        "schedule",
+        "events",
+    ],
+    &["http"],
+    &["app"],
+];
+
+#[cfg(test)]
+mod layers {
+    use std::path::Path;
+
+    fn layer(module: &str) -> usize {
+        super::LAYERS
+            .iter()
+            .position(|layer| layer.contains(&module))
+            .unwrap_or_else(|| panic!("{module} has no layer"))
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_uses_one_above_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut wrong = Vec::new();
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let module = relative.components().next().unwrap().as_os_str().to_str().unwrap().trim_end_matches(".rs");
+            if matches!(module, "lib" | "main") {
+                continue;
+            }
+            let own = layer(module);
+            for line in std::fs::read_to_string(&file).unwrap().lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for used in line.split("crate::").skip(1) {
+                    let used: String = used.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                    if !used.is_empty() && used != module && layer(&used) > own {
+                        wrong.push(format!("{}: {module} uses {used}", relative.display()));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "modules using a layer above their own:\n{}", wrong.join("\n"));
+    }
+}

@@ -7,12 +7,25 @@ use chrono::{DateTime, Utc};
 use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec, ServerStatus};
 
 use crate::activity::Entry;
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::{self, Job, NewJob};
 use crate::servers::{self, NewServer, Server};
-use crate::store::{Checked, StoreError, Tx, transaction};
+use crate::store::{Checked, Store, StoreError, Tx, transaction};
 use crate::users::User;
+
+/// What accepting requests needs: the database, NATS (the broker's state,
+/// forced stops), the publisher, the live hosts and the settings. Cheap to
+/// clone; the HTTP handlers, the schedule and the events recorder share it.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub db: Store,
+    pub nats: async_nats::Client,
+    pub dispatcher: crate::dispatch::Dispatcher,
+    pub settings: std::sync::Arc<vsfleet_contract::Settings>,
+    /// The live hosts, followed from `hosts`.
+    pub registry: crate::hosts::Registry,
+    pub hosts: async_nats::jetstream::kv::Store,
+}
 
 /// Who asks for a job.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +91,7 @@ impl Note {
 /// the refusal. A failure to record is logged, never the client's answer.
 /// Internal errors are not refusals and are not logged here (the server log
 /// has them).
-async fn refuse<T>(state: &AppState, note: &Note, error: ApiError) -> Result<T, ApiError> {
+async fn refuse<T>(state: &Lifecycle, note: &Note, error: ApiError) -> Result<T, ApiError> {
     if matches!(error, ApiError::Internal(_) | ApiError::Corrupt(_)) {
         return Err(error);
     }
@@ -98,7 +111,7 @@ async fn refuse_in<T>(tx: &mut Tx<'_>, note: &Note, refused: ApiError) -> Result
 /// Refuses before anything is written when the broker is unreachable: the
 /// outbox would deliver the job later, but an operator expects a request
 /// made during an outage to be either refused now or carried out.
-fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
+fn ensure_broker(state: &Lifecycle) -> Result<(), ApiError> {
     if state.nats.connection_state() == NatsState::Connected {
         Ok(())
     } else {
@@ -111,7 +124,7 @@ fn ensure_broker(state: &AppState) -> Result<(), ApiError> {
 
 /// The hosts whose heartbeat is recent (three heartbeats), with their
 /// health and capacity.
-pub async fn live_hosts(state: &AppState) -> Result<Vec<HostPresence>, ApiError> {
+pub async fn live_hosts(state: &Lifecycle) -> Result<Vec<HostPresence>, ApiError> {
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
     state.registry.alive(&state.hosts, max_age).await.map_err(|e| ApiError::Unavailable {
         code: "broker_unavailable",
@@ -122,14 +135,14 @@ pub async fn live_hosts(state: &AppState) -> Result<Vec<HostPresence>, ApiError>
 /// The live hosts for an answer (`host_alive`, the lost-host warning),
 /// from the registry's memory: no round trip on the request path. `None`
 /// while the watch has delivered nothing yet (just after start).
-pub async fn live_hosts_or_none(state: &AppState) -> Option<Vec<HostPresence>> {
+pub async fn live_hosts_or_none(state: &Lifecycle) -> Option<Vec<HostPresence>> {
     state.registry.alive_known(3 * state.settings.worker.heartbeat_secs as i64)
 }
 
 /// Where a new server goes: the host an admin pinned, if it can take it,
 /// else the live, healthy host with room and the fewest servers. The
 /// writer checks the room again in the insert's transaction.
-async fn place(state: &AppState, pinned: Option<&str>) -> Result<Placement, ApiError> {
+async fn place(state: &Lifecycle, pinned: Option<&str>) -> Result<Placement, ApiError> {
     let alive = live_hosts(state).await?;
     let load = state.db.servers_per_host().await?;
     let count = |host: &str| load.iter().find(|(h, _)| h == host).map_or(0, |(_, n)| *n);
@@ -185,7 +198,7 @@ struct Placement {
 /// last in the transaction of the insert, so racing creates cannot both
 /// pass it.
 pub async fn create(
-    state: &AppState,
+    state: &Lifecycle,
     user: &User,
     name: &str,
     requested: ServerSpec,
@@ -280,7 +293,7 @@ pub async fn create(
 /// the requests queued beside it: no state change can slip in between, and
 /// the request needs no read of its own (each sqlx read is a hand-off to a
 /// connection thread and back).
-pub async fn request(state: &AppState, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
+pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
     let note = Note::new(actor, action.as_str(), Some(server_id));
     if let Err(e) = ensure_broker(state) {
         return refuse(state, &note, e).await;
@@ -375,7 +388,7 @@ fn payload(
 
 /// Asks `host` to remove the stopped containers of a server that has no
 /// live row (an orphan). No state check: there is no state to check.
-pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<Job, ApiError> {
+pub async fn reap(state: &Lifecycle, host: &str, server_id: ServerId) -> Result<Job, ApiError> {
     ensure_broker(state)?;
     let id = server_id.as_i64();
     let limit = state.settings.api.deadlines.of(Action::Reap);
@@ -412,7 +425,7 @@ pub async fn reap(state: &AppState, host: &str, server_id: ServerId) -> Result<J
 /// flight (a stuck or hung server can always be stopped). The host answers
 /// directly over NATS; the server's row follows unless a job is in flight,
 /// which records its own outcome.
-pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
+pub async fn force_stop(state: &Lifecycle, user: &User, server_id: i64) -> Result<Server, ApiError> {
     let outcome = kill(state, user, server_id).await.map_err(|e| e.for_viewer(user));
     let note = Note::new(Actor::User(user), "force_stop", Some(server_id));
     let entry = match &outcome {
@@ -426,7 +439,7 @@ pub async fn force_stop(state: &AppState, user: &User, server_id: i64) -> Result
     outcome
 }
 
-async fn kill(state: &AppState, user: &User, server_id: i64) -> Result<Server, ApiError> {
+async fn kill(state: &Lifecycle, user: &User, server_id: i64) -> Result<Server, ApiError> {
     ensure_broker(state)?;
     let server = servers::get_visible(&state.db, user, server_id).await?;
     if !server.status.may_force_stop() {
@@ -450,13 +463,13 @@ async fn kill(state: &AppState, user: &User, server_id: i64) -> Result<Server, A
         cause: "forced stop".into(),
         observed,
     };
-    crate::events::apply_observed(&state.db, &seen).await?;
+    crate::reconcile::apply_observed(&state.db, &seen).await?;
     servers::get_visible(&state.db, user, server_id).await
 }
 
 /// Renames a server; no job. The change and its activity entry (or the
 /// refusal's) are one transaction.
-pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -> Result<Server, ApiError> {
+pub async fn rename(state: &Lifecycle, user: &User, server_id: i64, name: &str) -> Result<Server, ApiError> {
     let note = Note::new(Actor::User(user), "rename", Some(server_id));
     let parsed = ServerName::parse(name);
     transaction!(&state.db, |q, conn| {
@@ -485,7 +498,7 @@ pub async fn rename(state: &AppState, user: &User, server_id: i64, name: &str) -
 
 /// Publishes after commit. A failure is not the client's problem: the job
 /// is committed and the outbox publishes it once NATS answers.
-async fn publish(state: &AppState, job: &Job) {
+async fn publish(state: &Lifecycle, job: &Job) {
     if let Err(error) = state.dispatcher.publish(job).await {
         tracing::warn!(job_id = %job.id, error = format!("{error:#}"), "publish failed; the outbox will retry");
     }

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{ContainerState, SeenContainer, ServerId, ServerStatus};
+use vsfleet_contract::{ContainerState, Observed, SeenContainer, ServerId, ServerStatus};
 
 use crate::store::{Store, transaction};
 
@@ -95,6 +95,54 @@ pub async fn apply(store: &Store, host: &str, inventory: &HostInventory) -> anyh
         }
         Ok::<_, anyhow::Error>(plan)
     })
+}
+
+/// Why an observation was not applied.
+pub enum Applied {
+    /// It contradicts the server's row (another host's server).
+    Refused(String),
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Applied {
+    fn from(e: E) -> Self {
+        Applied::Failed(e.into())
+    }
+}
+
+impl From<Applied> for crate::error::ApiError {
+    fn from(e: Applied) -> Self {
+        match e {
+            Applied::Refused(why) => crate::error::ApiError::Internal(anyhow::anyhow!(why)),
+            Applied::Failed(e) => crate::error::ApiError::Internal(e),
+        }
+    }
+}
+
+/// Drift seen in Docker's event stream: the server follows its container,
+/// unless a job is in flight (the job will say) or it is in a state only a
+/// job may leave. Only the server's own host may report it.
+pub async fn apply_observed(store: &Store, seen: &Observed) -> Result<(), Applied> {
+    let id = seen.server_id.as_i64();
+    let status = transaction!(store, |q, conn| {
+        let Some(server) = q::server_for_update(&mut *conn, id).await? else { return Ok(()) };
+        if server.host != seen.host {
+            return Err(Applied::Refused(format!(
+                "server {} lives on host {}, not on the reporting host {}",
+                seen.server_id, server.host, seen.host
+            )));
+        }
+        if q::job_in_flight(&mut *conn, id).await?.is_some() {
+            return Ok(());
+        }
+        let Some(status) = server.status.drifted(seen.observed.container) else { return Ok(()) };
+        let observed = &seen.observed;
+        let at = crate::store::now();
+        q::set_observed(&mut *conn, id, status, observed.container_id.as_deref(), observed.data_exists, at).await?;
+        Ok::<_, Applied>(status)
+    })?;
+    tracing::info!(server_id = id, cause = seen.cause, %status, "drift recorded");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use vsfleet_contract::Action;
 use vsfleet_contract::schedule::{Periodic, Tick};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::lifecycle::Lifecycle;
 use crate::lifecycle::{self, Actor};
 
 pub async fn consumer(
@@ -37,7 +37,7 @@ pub async fn consumer(
         .with_context(|| format!("creating schedule consumer {name}"))
 }
 
-pub async fn run(consumer: PullConsumer, state: AppState, shutdown: CancellationToken) {
+pub async fn run(consumer: PullConsumer, state: Lifecycle, shutdown: CancellationToken) {
     vsfleet_contract::process::each_message(&consumer, "schedule", &shutdown, |message| {
         let state = &state;
         async move {
@@ -61,7 +61,7 @@ pub async fn run(consumer: PullConsumer, state: AppState, shutdown: Cancellation
     .await
 }
 
-async fn handle(state: &AppState, tick: &Tick) -> anyhow::Result<()> {
+async fn handle(state: &Lifecycle, tick: &Tick) -> anyhow::Result<()> {
     match tick.kind {
         Periodic::Sync => Ok(()),
         Periodic::Cleanup => {
@@ -76,14 +76,14 @@ async fn handle(state: &AppState, tick: &Tick) -> anyhow::Result<()> {
 }
 
 /// Seed 003 §7.1: rows not refreshed for five minutes (configurable).
-pub async fn drop_stale_containers(state: &AppState) -> Result<u64, crate::store::StoreError> {
+pub async fn drop_stale_containers(state: &Lifecycle) -> Result<u64, crate::store::StoreError> {
     let ttl = chrono::Duration::seconds(state.settings.api.container_rows_ttl_secs as i64);
     state.db.drop_stale_containers(Utc::now() - ttl).await
 }
 
 /// Requests a purge for every deleted server past its `purge_after`. A
 /// server restored meanwhile is no longer `deleted` and is left alone.
-pub async fn purge_expired(state: &AppState) -> anyhow::Result<()> {
+pub async fn purge_expired(state: &Lifecycle) -> anyhow::Result<()> {
     let due = state.db.purge_due(Utc::now(), 500).await?;
     for id in due {
         match lifecycle::request(state, Actor::Scheduler, id, Action::Purge).await {

@@ -5,7 +5,7 @@
 
 use crate::error::ApiError;
 use crate::store::Store;
-use crate::users::User;
+use crate::store::User;
 
 pub use crate::store::{NewServer, Server};
 

@@ -4,7 +4,6 @@
 //! [`crate::accounts`].
 
 use crate::store::{Store, StoreError};
-use anyhow::Context as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -39,16 +38,6 @@ pub fn new_token() -> (String, String) {
     let secret = new_secret();
     let hash = hash_token(&secret);
     (secret, hash)
-}
-
-/// Creates a user with a first token and returns both (the command line's
-/// and the tests' shortcut; the API goes through [`crate::accounts`]).
-pub async fn create(db: &Store, email: &str, is_admin: bool) -> anyhow::Result<(User, String)> {
-    let (account, token) = crate::accounts::create_user(db, crate::accounts::By::Operator, email, is_admin)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("creating user {email}"))?;
-    Ok((User { id: account.id, email: account.email, is_admin: account.admin }, token.secret))
 }
 
 /// The user holding `token`, unless the token is revoked or the user disabled.

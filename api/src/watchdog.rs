@@ -13,29 +13,30 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::{JobEvent, JobPhase, ServerId};
 
-use crate::app::AppState;
 use crate::job_events;
 use crate::jobs::Job;
+use crate::store::Store;
+use vsfleet_contract::Settings;
 
-pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(state.settings.api.watchdog_interval_ms));
+pub async fn run(db: Store, settings: std::sync::Arc<Settings>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(settings.api.watchdog_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(error) = sweep(&state, Utc::now()).await {
+        if let Err(error) = sweep(&db, &settings, Utc::now()).await {
             tracing::warn!(error = format!("{error:#}"), "watchdog: cannot fail overdue jobs; trying again");
         }
     }
 }
 
 /// Fails every job in flight whose deadline is before `now`; returns how many.
-pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize> {
+pub async fn sweep(db: &Store, settings: &Settings, now: DateTime<Utc>) -> anyhow::Result<usize> {
     // Jobs in flight are at most one per server: a small set, on an index.
-    let in_flight = state.db.jobs_in_flight().await?;
-    let overdue: Vec<(Job, JobEvent)> = in_flight.into_iter().filter_map(|job| overdue(state, job, now)).collect();
+    let in_flight = db.jobs_in_flight().await?;
+    let overdue: Vec<(Job, JobEvent)> = in_flight.into_iter().filter_map(|job| overdue(settings, job, now)).collect();
     if overdue.is_empty() {
         return Ok(0);
     }
@@ -50,22 +51,20 @@ pub async fn sweep(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize
     }
     let count = overdue.len();
     let failures: Vec<JobEvent> = overdue.into_iter().map(|(_, failure)| failure).collect();
-    let retention = state.settings.retention();
+    let retention = settings.retention();
     // Recorded as the workers' own reports are, in one transaction that
     // re-reads each job: one that finished meanwhile is left as it is.
-    state
-        .db
-        .write(move |tx| {
-            Box::pin(async move { job_events::record(tx, &failures, retention, &Default::default()).await.map(drop) })
-        })
-        .await?;
+    db.write(move |tx| {
+        Box::pin(async move { job_events::record(tx, &failures, retention, &Default::default()).await.map(drop) })
+    })
+    .await?;
     Ok(count)
 }
 
 /// The failure to record for `job` if it is past its deadline.
-fn overdue(state: &AppState, job: Job, now: DateTime<Utc>) -> Option<(Job, JobEvent)> {
+fn overdue(settings: &Settings, job: Job, now: DateTime<Utc>) -> Option<(Job, JobEvent)> {
     let action = job.action;
-    let limit = state.settings.api.deadlines.of(action);
+    let limit = settings.api.deadlines.of(action);
     let deadline = job.created_at + limit;
     if now < deadline {
         return None;

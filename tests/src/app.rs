@@ -170,7 +170,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     };
     app.start_api().await;
     app.store = Some(vsfleet_api::store::Store::open(&app.settings.database.url).await.unwrap());
-    let (_, token) = vsfleet_api::users::create(app.api_db(), "admin@example.test", true).await.unwrap();
+    let (_, token) = vsfleet_api::accounts::create(app.api_db(), "admin@example.test", true).await.unwrap();
     app.admin_token = token;
     app.start_worker().await;
     app
@@ -394,7 +394,7 @@ impl TestApp {
     }
 
     pub async fn create_user(&self, email: &str) -> String {
-        vsfleet_api::users::create(self.api_db(), email, false).await.unwrap().1
+        vsfleet_api::accounts::create(self.api_db(), email, false).await.unwrap().1
     }
 
     pub async fn call(

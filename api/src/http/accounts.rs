@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, row_id};
 use crate::accounts::{self, By};
-use crate::app::AppState;
 use crate::error::ApiError;
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;

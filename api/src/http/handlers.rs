@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vsfleet_contract::{Action, ServerSpec};
 
+use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, job_id, server_id};
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::lifecycle::Actor;
 use crate::{lifecycle, monitor, servers};
@@ -25,7 +25,7 @@ pub async fn healthz() -> &'static str {
 /// says which is down.
 pub async fn readyz(State(state): State<AppState>) -> Reply {
     let database = state.db.ping().await.is_ok();
-    let broker = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let broker = state.lifecycle.nats.connection_state() == async_nats::connection::State::Connected;
     let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     ok(status, json!({ "database": database, "broker": broker }))
 }
@@ -54,8 +54,8 @@ pub async fn create_server(
     ApiJson(body): ApiJson<CreateServer>,
 ) -> Reply {
     let spec = ServerSpec { cpus: body.cpus, memory_mb: body.memory_mb };
-    let (server, job) = lifecycle::create(&state, &user, &body.name, spec, body.host.as_deref()).await?;
-    let alive = lifecycle::live_hosts_or_none(&state).await;
+    let (server, job) = lifecycle::create(&state.lifecycle, &user, &body.name, spec, body.host.as_deref()).await?;
+    let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
     ok(StatusCode::ACCEPTED, json!({ "server": server.with_liveness(alive.as_deref()), "job": job }))
 }
 
@@ -70,7 +70,7 @@ pub async fn list_servers(
     CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Reply {
-    let alive = lifecycle::live_hosts_or_none(&state).await;
+    let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
     let list: Vec<_> = servers::list(&state.db, &user, q.include_deleted)
         .await?
         .into_iter()
@@ -85,7 +85,7 @@ pub async fn get_server(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let server = servers::get_visible(&state.db, &user, server_id(&id)?).await?;
-    let alive = lifecycle::live_hosts_or_none(&state).await;
+    let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
     ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }))
 }
 
@@ -101,8 +101,8 @@ pub async fn rename_server(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Rename>,
 ) -> Reply {
-    let server = lifecycle::rename(&state, &user, server_id(&id)?, &body.name).await?;
-    let alive = lifecycle::live_hosts_or_none(&state).await;
+    let server = lifecycle::rename(&state.lifecycle, &user, server_id(&id)?, &body.name).await?;
+    let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
     ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }))
 }
 
@@ -111,7 +111,7 @@ pub async fn delete_server(
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
-    let job = lifecycle::request(&state, Actor::User(&user), server_id(&id)?, Action::Delete).await?;
+    let job = lifecycle::request(&state.lifecycle, Actor::User(&user), server_id(&id)?, Action::Delete).await?;
     accepted(&state, job).await
 }
 
@@ -137,18 +137,18 @@ pub async fn server_action(
         _ => return Err(ApiError::NotFound("route")),
     };
     if action == Action::Stop && query.force {
-        let server = lifecycle::force_stop(&state, &user, id).await?;
-        let alive = lifecycle::live_hosts_or_none(&state).await;
+        let server = lifecycle::force_stop(&state.lifecycle, &user, id).await?;
+        let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
         return ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }));
     }
-    let job = lifecycle::request(&state, Actor::User(&user), id, action).await?;
+    let job = lifecycle::request(&state.lifecycle, Actor::User(&user), id, action).await?;
     accepted(&state, job).await
 }
 
 /// A 202 for an accepted job; when its host is not alive the job waits on
 /// the host's queue, and the answer says so.
 async fn accepted(state: &AppState, job: crate::jobs::Job) -> Reply {
-    let alive = lifecycle::live_hosts_or_none(state).await;
+    let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
     if alive.is_none_or(|alive| alive.iter().any(|p| p.host == job.host)) {
         return ok(StatusCode::ACCEPTED, json!({ "job": job }));
     }
@@ -202,7 +202,7 @@ pub async fn hosts(State(state): State<AppState>, CurrentUser(user): CurrentUser
         return Err(ApiError::NotFound("route"));
     }
     let max_age = 3 * state.settings.worker.heartbeat_secs as i64;
-    let alive = state.registry.alive(&state.hosts, max_age).await?;
+    let alive = state.lifecycle.registry.alive(&state.lifecycle.hosts, max_age).await?;
     let syncs = state.syncs.lock().expect("not poisoned").clone();
     let mut names: Vec<String> = alive.iter().map(|p| p.host.clone()).chain(syncs.keys().cloned()).collect();
     names.sort();

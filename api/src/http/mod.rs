@@ -13,7 +13,21 @@ use axum::routing::{delete, get, post};
 
 pub use extract::BODY_LIMIT;
 
-use crate::app::AppState;
+use crate::events::Syncs;
+use crate::lifecycle::Lifecycle;
+use crate::store::Store;
+
+/// What the handlers reach: the flows below them.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Store,
+    pub settings: std::sync::Arc<vsfleet_contract::Settings>,
+    pub lifecycle: Lifecycle,
+    pub tokens: crate::users::TokenCache,
+    /// The checks of every message heard from NATS, and their rejections (for `/v1/hosts`).
+    pub inbound: crate::inbound::Inbound,
+    pub syncs: Syncs,
+}
 
 pub fn router(state: AppState) -> Router {
     Router::new()

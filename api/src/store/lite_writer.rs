@@ -230,7 +230,11 @@ pub fn set_status(conn: &Connection, id: i64, status: ServerStatus, at: DateTime
     Ok(())
 }
 
-pub fn record_activity(conn: &Connection, entry: &crate::activity::Entry, at: DateTime<Utc>) -> rusqlite::Result<()> {
+pub fn record_activity(
+    conn: &Connection,
+    entry: &crate::store::rows::Entry,
+    at: DateTime<Utc>,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(super::INSERT_ACTIVITY)?.execute(params![
         timestamp(at),
         entry.user_id,

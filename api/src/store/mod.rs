@@ -34,7 +34,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Sqlite, SqlitePool, Transaction};
 use vsfleet_contract::JobId;
 
-pub use rows::{Account, Activity, Checked, InnerRow, Job, Known, NewJob, NewServer, Server, Token, User};
+pub use rows::{Account, Activity, Checked, Entry, InnerRow, Job, Known, NewJob, NewServer, Server, Token, User};
 pub use tx::Tx;
 use writer::Writer;
 

@@ -177,6 +177,47 @@ pub struct Token {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// One entry to record; plain data so any module can build one.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Whose log it belongs to: the owner of the server, token or account
+    /// concerned, or the actor when the target is not theirs to see.
+    pub user_id: Option<i64>,
+    /// The user's email, `scheduler`, `operator` (the command line), a host.
+    pub actor: String,
+    /// `create`, `start` … `force_stop`, `rename`, `token.create`, …
+    pub action: String,
+    /// `server:42`, `token:7`, `user:3`.
+    pub target: String,
+    /// `accepted`, `refused: <code>`, `succeeded`, `failed: <reason>`.
+    pub result: String,
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    pub fn new(
+        user_id: Option<i64>,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        result: impl Into<String>,
+    ) -> Self {
+        Self {
+            user_id,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            result: result.into(),
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
 /// An activity log entry as stored.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Activity {

@@ -352,7 +352,7 @@ pub async fn revoke_token(conn: &mut Conn, id: i64, at: DateTime<Utc>) -> Result
 
 pub async fn record_activity<'e>(
     db: impl Executor<'e, Database = DB>,
-    entry: &crate::activity::Entry,
+    entry: &crate::store::rows::Entry,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(

@@ -109,7 +109,7 @@ impl Tx<'_> {
         step!(self, |c| lite::set_status(c, id, status, at), |c| pg::set_status(c, id, status, at))
     }
 
-    pub async fn record_activity(&mut self, entry: &crate::activity::Entry) -> Result<(), StoreError> {
+    pub async fn record_activity(&mut self, entry: &crate::store::rows::Entry) -> Result<(), StoreError> {
         let at = super::now();
         step!(self, |c| lite::record_activity(c, entry, at), |c| super::pg::record_activity(&mut **c, entry, at))
     }
