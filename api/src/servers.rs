@@ -14,12 +14,6 @@ impl Server {
         user.is_admin || self.owner_id == user.id
     }
 
-    /// The server with `host_alive` set from the live hosts, when they are known.
-    pub fn with_liveness(mut self, alive: Option<&[vsfleet_contract::HostPresence]>) -> Self {
-        self.host_alive = alive.map(|alive| alive.iter().any(|p| p.host == self.host));
-        self
-    }
-
     /// The server as `user` may read it: without host paths in
     /// `last_error` unless they are an admin.
     pub fn for_viewer(mut self, user: &User) -> Self {

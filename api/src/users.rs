@@ -4,15 +4,13 @@
 //! [`crate::accounts`].
 
 use crate::store::{Store, StoreError};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use crate::store::{Account, Token, User};
 
 /// A token just created, with the secret shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct NewToken {
-    #[serde(flatten)]
     pub token: Token,
     pub secret: String,
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, row_id};
+use super::views::{self, AccountView, ActivityView, NewTokenView, TokenView};
 use crate::accounts::{self, By};
 use crate::error::ApiError;
 
@@ -29,13 +30,13 @@ pub async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> Reply {
     let (user, token) = accounts::create_user(&state.db, By::User(&me), &body.email, body.admin).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "user": user, "token": token }))))
+    Ok((StatusCode::CREATED, Json(json!({ "user": AccountView::from(user), "token": NewTokenView::from(token) }))))
 }
 
 /// `GET /v1/users` (admins).
 pub async fn list_users(State(state): State<AppState>, CurrentUser(me): CurrentUser) -> Reply {
     let users = accounts::list_users(&state.db, By::User(&me)).await?;
-    Ok((StatusCode::OK, Json(json!({ "users": users }))))
+    Ok((StatusCode::OK, Json(json!({ "users": views::all::<_, AccountView>(users) }))))
 }
 
 /// `POST /v1/users/{id}/tokens` (admins, or the user for themself).
@@ -45,7 +46,7 @@ pub async fn create_token(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let token = accounts::create_token(&state.db, By::User(&me), row_id(&id, "user")?).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "token": token }))))
+    Ok((StatusCode::CREATED, Json(json!({ "token": NewTokenView::from(token) }))))
 }
 
 /// `GET /v1/users/{id}/tokens` (admins, or the user for themself): never secrets.
@@ -55,7 +56,7 @@ pub async fn list_tokens(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let tokens = accounts::list_tokens(&state.db, By::User(&me), row_id(&id, "user")?).await?;
-    Ok((StatusCode::OK, Json(json!({ "tokens": tokens }))))
+    Ok((StatusCode::OK, Json(json!({ "tokens": views::all::<_, TokenView>(tokens) }))))
 }
 
 /// `DELETE /v1/tokens/{id}` (admins, or the token's owner).
@@ -65,7 +66,7 @@ pub async fn revoke_token(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let token = accounts::revoke_token(&state.db, Some(&state.tokens), By::User(&me), row_id(&id, "token")?).await?;
-    Ok((StatusCode::OK, Json(json!({ "token": token }))))
+    Ok((StatusCode::OK, Json(json!({ "token": TokenView::from(token) }))))
 }
 
 /// `POST /v1/users/{id}/disable` and `/enable` (admins).
@@ -88,7 +89,7 @@ pub async fn enable_user(
 async fn set_disabled(state: AppState, me: crate::users::User, id: &str, disabled: bool) -> Reply {
     let id = row_id(id, "user")?;
     let user = accounts::set_disabled(&state.db, Some(&state.tokens), By::User(&me), id, disabled).await?;
-    Ok((StatusCode::OK, Json(json!({ "user": user }))))
+    Ok((StatusCode::OK, Json(json!({ "user": AccountView::from(user) }))))
 }
 
 /// Entries per page of `GET /v1/activity`: 50 unless asked, at most 500.
@@ -110,5 +111,5 @@ pub async fn activity(
 ) -> Reply {
     let limit = q.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
     let page = accounts::activity(&state.db, &me, q.before, limit).await?;
-    Ok((StatusCode::OK, Json(json!({ "activity": page.entries, "next": page.next }))))
+    Ok((StatusCode::OK, Json(json!({ "activity": views::all::<_, ActivityView>(page.entries), "next": page.next }))))
 }

@@ -7,8 +7,10 @@ use vsfleet_contract::{Action, ServerSpec};
 
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, job_id, server_id};
+use super::views::{self, InnerContainerView, JobView, ServerView};
 use crate::error::ApiError;
 use crate::lifecycle::Actor;
+use crate::store::User;
 use crate::{lifecycle, monitor, servers};
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
@@ -56,7 +58,8 @@ pub async fn create_server(
     let spec = ServerSpec { cpus: body.cpus, memory_mb: body.memory_mb };
     let (server, job) = lifecycle::create(&state.lifecycle, &user, &body.name, spec, body.host.as_deref()).await?;
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-    ok(StatusCode::ACCEPTED, json!({ "server": server.with_liveness(alive.as_deref()), "job": job }))
+    let (server, job) = (ServerView::new(server, &user, alive.as_deref()), JobView::new(job, &user));
+    ok(StatusCode::ACCEPTED, json!({ "server": server, "job": job }))
 }
 
 #[derive(Deserialize)]
@@ -74,7 +77,7 @@ pub async fn list_servers(
     let list: Vec<_> = servers::list(&state.db, &user, q.include_deleted)
         .await?
         .into_iter()
-        .map(|s| s.with_liveness(alive.as_deref()).for_viewer(&user))
+        .map(|s| ServerView::new(s, &user, alive.as_deref()))
         .collect();
     ok(StatusCode::OK, json!({ "servers": list }))
 }
@@ -86,7 +89,7 @@ pub async fn get_server(
 ) -> Reply {
     let server = servers::get_visible(&state.db, &user, server_id(&id)?).await?;
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-    ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }))
+    ok(StatusCode::OK, json!({ "server": ServerView::new(server, &user, alive.as_deref()) }))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +106,7 @@ pub async fn rename_server(
 ) -> Reply {
     let server = lifecycle::rename(&state.lifecycle, &user, server_id(&id)?, &body.name).await?;
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-    ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }))
+    ok(StatusCode::OK, json!({ "server": ServerView::new(server, &user, alive.as_deref()) }))
 }
 
 pub async fn delete_server(
@@ -112,7 +115,7 @@ pub async fn delete_server(
     ApiPath(id): ApiPath<String>,
 ) -> Reply {
     let job = lifecycle::request(&state.lifecycle, Actor::User(&user), server_id(&id)?, Action::Delete).await?;
-    accepted(&state, job).await
+    accepted(&state, job, &user).await
 }
 
 #[derive(Deserialize)]
@@ -139,16 +142,17 @@ pub async fn server_action(
     if action == Action::Stop && query.force {
         let server = lifecycle::force_stop(&state.lifecycle, &user, id).await?;
         let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-        return ok(StatusCode::OK, json!({ "server": server.with_liveness(alive.as_deref()).for_viewer(&user) }));
+        return ok(StatusCode::OK, json!({ "server": ServerView::new(server, &user, alive.as_deref()) }));
     }
     let job = lifecycle::request(&state.lifecycle, Actor::User(&user), id, action).await?;
-    accepted(&state, job).await
+    accepted(&state, job, &user).await
 }
 
 /// A 202 for an accepted job; when its host is not alive the job waits on
 /// the host's queue, and the answer says so.
-async fn accepted(state: &AppState, job: crate::jobs::Job) -> Reply {
+async fn accepted(state: &AppState, job: crate::jobs::Job, user: &User) -> Reply {
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
+    let job = JobView::new(job, user);
     if alive.is_none_or(|alive| alive.iter().any(|p| p.host == job.host)) {
         return ok(StatusCode::ACCEPTED, json!({ "job": job }));
     }
@@ -163,7 +167,7 @@ pub async fn server_jobs(
 ) -> Reply {
     let id = server_id(&id)?;
     servers::get_visible(&state.db, &user, id).await?;
-    let list: Vec<_> = state.db.jobs_of(id).await?.into_iter().map(|j| j.for_viewer(&user)).collect();
+    let list: Vec<_> = state.db.jobs_of(id).await?.into_iter().map(|j| JobView::new(j, &user)).collect();
     ok(StatusCode::OK, json!({ "jobs": list }))
 }
 
@@ -182,7 +186,7 @@ pub async fn get_job(
     if !visible {
         return Err(ApiError::NotFound("job"));
     }
-    ok(StatusCode::OK, json!({ "job": job.for_viewer(&user) }))
+    ok(StatusCode::OK, json!({ "job": JobView::new(job, &user) }))
 }
 
 /// The containers inside a server, as the monitor last saw them.
@@ -193,7 +197,10 @@ pub async fn server_containers(
 ) -> Reply {
     let id = server_id(&id)?;
     servers::get_visible(&state.db, &user, id).await?;
-    ok(StatusCode::OK, json!({ "containers": monitor::list(&state.db, id).await? }))
+    ok(
+        StatusCode::OK,
+        json!({ "containers": views::all::<_, InnerContainerView>(monitor::list(&state.db, id).await?) }),
+    )
 }
 
 /// Worker hosts (admins only): alive or not, and what their last sync found.

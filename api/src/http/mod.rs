@@ -6,6 +6,7 @@ mod accounts;
 mod extract;
 mod handlers;
 pub mod serve;
+pub mod views;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

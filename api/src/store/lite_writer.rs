@@ -50,7 +50,6 @@ impl Server {
             updated_at: at(row, "updated_at")?,
             deleted_at: at_opt(row, "deleted_at")?,
             purge_after: at_opt(row, "purge_after")?,
-            host_alive: None,
         })
     }
 }
@@ -168,7 +167,6 @@ pub fn insert_server(conn: &Connection, new: &NewServer) -> rusqlite::Result<Ser
         updated_at: new.created_at,
         deleted_at: None,
         purge_after: None,
-        host_alive: None,
     })
 }
 

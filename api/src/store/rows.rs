@@ -6,11 +6,10 @@
 //! reads (`from_row`).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use vsfleet_contract::{Action, JobId, JobStatus, ServerSpec, ServerStatus};
 
 /// A server as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Server {
     pub id: i64,
     pub name: String,
@@ -26,11 +25,6 @@ pub struct Server {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub purge_after: Option<DateTime<Utc>>,
-    /// Whether the server's host is alive (a heartbeat within three), set
-    /// for API answers only: a lost host's servers wait for it.
-    #[sqlx(skip)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_alive: Option<bool>,
 }
 
 impl Server {
@@ -46,7 +40,7 @@ impl Server {
 /// A job as stored: every request, and every job a worker reported that an
 /// operator published by hand. The row is also the outbox: `published_at`
 /// stays empty until JetStream acknowledged the message.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: JobId,
     pub server_id: i64,
@@ -60,7 +54,6 @@ pub struct Job {
     /// What the action produced (cleanup: the space reclaimed).
     pub result: Option<sqlx::types::Json<serde_json::Value>>,
     /// The exact JSON published, so the outbox republishes it unchanged.
-    #[serde(skip)]
     pub payload: String,
     pub requested_by: Option<i64>,
     pub created_at: DateTime<Utc>,
@@ -158,7 +151,7 @@ pub struct User {
 }
 
 /// A user as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Account {
     pub id: i64,
     pub email: String,
@@ -169,7 +162,7 @@ pub struct Account {
 }
 
 /// A token as stored: never its secret.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Token {
     pub id: i64,
     pub user_id: i64,
@@ -219,7 +212,7 @@ impl Entry {
 }
 
 /// An activity log entry as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Activity {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -232,7 +225,7 @@ pub struct Activity {
 }
 
 /// A container inside a server, as its monitor last reported it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InnerRow {
     pub docker_id: String,
     pub image: String,

@@ -1,0 +1,207 @@
+//! The API's response bodies: what a viewer reads of each row. Rows are
+//! the store's; these are the API's, so a column added to a table shows in
+//! no answer until it is added here, and what tenants must not read
+//! (host paths in errors) is taken out on the way.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, ServerStatus};
+
+use crate::store::{Account, Activity, InnerRow, Job, Server, Token, User};
+
+#[derive(Debug, Serialize)]
+pub struct ServerView {
+    pub id: i64,
+    pub name: String,
+    pub owner_id: i64,
+    pub host: String,
+    pub status: ServerStatus,
+    pub container_id: Option<String>,
+    pub data_exists: bool,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub purge_after: Option<DateTime<Utc>>,
+    /// Whether the server's host is alive (a heartbeat within three); absent
+    /// while the api has not heard from the hosts yet (just after start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_alive: Option<bool>,
+}
+
+impl ServerView {
+    /// `server` as `viewer` may read it, with its host's liveness from `alive`.
+    pub fn new(server: Server, viewer: &User, alive: Option<&[HostPresence]>) -> Self {
+        let host_alive = alive.map(|alive| alive.iter().any(|p| p.host == server.host));
+        let s = server.for_viewer(viewer);
+        Self {
+            id: s.id,
+            name: s.name,
+            owner_id: s.owner_id,
+            host: s.host,
+            status: s.status,
+            container_id: s.container_id,
+            data_exists: s.data_exists,
+            cpus: s.cpus,
+            memory_mb: s.memory_mb,
+            last_error: s.last_error,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            deleted_at: s.deleted_at,
+            purge_after: s.purge_after,
+            host_alive,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub server_id: i64,
+    pub action: Action,
+    pub host: String,
+    pub status: JobStatus,
+    /// `api`, `scheduler`, or `nats` (published by hand).
+    pub origin: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    /// What the action produced (cleanup: the space reclaimed).
+    pub result: Option<Value>,
+    pub requested_by: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobView {
+    /// `job` as `viewer` may read it.
+    pub fn new(job: Job, viewer: &User) -> Self {
+        let j = job.for_viewer(viewer);
+        Self {
+            id: j.id,
+            server_id: j.server_id,
+            action: j.action,
+            host: j.host,
+            status: j.status,
+            origin: j.origin,
+            attempts: j.attempts,
+            error: j.error,
+            result: j.result.map(|r| r.0),
+            requested_by: j.requested_by,
+            created_at: j.created_at,
+            published_at: j.published_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub id: i64,
+    pub email: String,
+    pub admin: bool,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+impl From<Account> for AccountView {
+    fn from(a: Account) -> Self {
+        Self { id: a.id, email: a.email, admin: a.admin, created_at: a.created_at, disabled_at: a.disabled_at }
+    }
+}
+
+/// A token: never its secret, but when it is created ([`NewTokenView`]).
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<Token> for TokenView {
+    fn from(t: Token) -> Self {
+        Self { id: t.id, user_id: t.user_id, created_at: t.created_at, revoked_at: t.revoked_at }
+    }
+}
+
+/// A token just created, with the secret shown this once.
+#[derive(Debug, Serialize)]
+pub struct NewTokenView {
+    #[serde(flatten)]
+    pub token: TokenView,
+    pub secret: String,
+}
+
+impl From<crate::users::NewToken> for NewTokenView {
+    fn from(t: crate::users::NewToken) -> Self {
+        Self { token: t.token.into(), secret: t.secret }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActivityView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub user_id: Option<i64>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+    pub detail: Option<String>,
+}
+
+impl From<Activity> for ActivityView {
+    fn from(a: Activity) -> Self {
+        Self {
+            id: a.id,
+            at: a.at,
+            user_id: a.user_id,
+            actor: a.actor,
+            action: a.action,
+            target: a.target,
+            result: a.result,
+            detail: a.detail,
+        }
+    }
+}
+
+/// A container inside a server, as its monitor last reported it.
+#[derive(Debug, Serialize)]
+pub struct InnerContainerView {
+    pub docker_id: String,
+    pub image: String,
+    pub names: String,
+    pub state: String,
+    pub status: String,
+    pub ports: String,
+    pub labels: String,
+    pub created: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<InnerRow> for InnerContainerView {
+    fn from(c: InnerRow) -> Self {
+        Self {
+            docker_id: c.docker_id,
+            image: c.image,
+            names: c.names,
+            state: c.state,
+            status: c.status,
+            ports: c.ports,
+            labels: c.labels,
+            created: c.created,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// Converts every row of a list.
+pub fn all<R, V: From<R>>(rows: Vec<R>) -> Vec<V> {
+    rows.into_iter().map(V::from).collect()
+}
