@@ -14,18 +14,12 @@ use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{JobId, Subjects};
+use vsfleet_contract::{JobId, Subjects, publish};
 
 use crate::jobs::Job;
 use crate::store::Store;
 
-#[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
-    #[error("publishing to JetStream: {0}")]
-    Publish(#[from] jetstream::context::PublishError),
-    #[error("JetStream did not acknowledge the publish within {0:?}")]
-    Timeout(Duration),
-}
+pub use vsfleet_contract::publish::PublishError as DispatchError;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -55,17 +49,9 @@ impl Dispatcher {
 
     /// Publishes a committed job and waits for JetStream to store it.
     pub async fn publish(&self, job: &Job) -> Result<(), DispatchError> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, job.id.to_string().as_str());
+        let headers = publish::with_id(&job.id.to_string());
         let subject = self.subjects.job(&job.host, job.action);
-        let publish = async {
-            let ack = self.js.publish_with_headers(subject, headers, Bytes::from(job.payload.clone())).await?;
-            ack.await
-        };
-        match tokio::time::timeout(self.timeout, publish).await {
-            Err(_) => return Err(DispatchError::Timeout(self.timeout)),
-            Ok(result) => result?,
-        };
+        publish::acked(&self.js, subject, headers, Bytes::from(job.payload.clone()), self.timeout).await?;
         // The marker outlives every dispatcher clone but the last.
         let _ = self.marks.send(job.job_id());
         Ok(())

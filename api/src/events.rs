@@ -49,19 +49,9 @@ pub async fn consumer(
     events: &jetstream::stream::Stream,
     settings: &vsfleet_contract::Settings,
 ) -> anyhow::Result<PullConsumer> {
-    let subjects = settings.subjects();
-    let name = subjects.api_events_consumer();
+    let name = settings.subjects().api_events_consumer();
     events
-        .get_or_create_consumer(
-            &name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects.api_events_filter(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(&name, vsfleet_contract::jetstream::api_events_consumer(settings))
         .await
         .with_context(|| format!("creating events consumer {name}"))
 }

@@ -19,20 +19,9 @@ pub async fn consumer(
     schedule: &jetstream::stream::Stream,
     settings: &vsfleet_contract::Settings,
 ) -> anyhow::Result<PullConsumer> {
-    let subjects = settings.subjects();
-    let name = subjects.api_schedule_consumer();
+    let name = settings.subjects().api_schedule_consumer();
     schedule
-        .get_or_create_consumer(
-            &name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects.schedule_wildcard(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::New,
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(&name, vsfleet_contract::jetstream::api_schedule_consumer(settings))
         .await
         .with_context(|| format!("creating schedule consumer {name}"))
 }

@@ -27,9 +27,7 @@ const MAX_REASON: usize = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     #[error("storing the dead letter: {0}")]
-    Publish(#[from] jetstream::context::PublishError),
-    #[error("the dead-letter stream did not answer within {0:?}")]
-    Timeout(Duration),
+    Publish(#[from] crate::publish::PublishError),
 }
 
 /// One message to bury.
@@ -57,15 +55,8 @@ pub async fn bury(js: &jetstream::Context, letter: DeadLetter<'_>) -> Result<(),
     if let Some(id) = &letter.msg_id {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
     }
-    let publish = async {
-        let ack = js.publish_with_headers(letter.subject, headers, letter.payload).await?;
-        ack.await
-    };
-    match tokio::time::timeout(TIMEOUT, publish).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(error.into()),
-        Err(_) => Err(DeadLetterError::Timeout(TIMEOUT)),
-    }
+    crate::publish::acked(js, letter.subject, headers, letter.payload, TIMEOUT).await?;
+    Ok(())
 }
 
 /// A header value: one line, bounded.

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, kv, stream};
 
@@ -79,6 +80,58 @@ pub fn dead_stream(settings: &Settings) -> stream::Config {
         max_age: Duration::from_secs(30 * 24 * 3600),
         // Forged messages land here too: bounded, the oldest go first.
         max_bytes: DEAD_MAX_BYTES,
+        ..Default::default()
+    }
+}
+
+/// The api replicas' shared consumer of the workers' events.
+pub fn api_events_consumer(settings: &Settings) -> pull::Config {
+    let subjects = settings.subjects();
+    pull::Config {
+        durable_name: Some(subjects.api_events_consumer()),
+        filter_subject: subjects.api_events_filter(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
+/// The api replicas' shared consumer of the schedule (cleanup, purge).
+pub fn api_schedule_consumer(settings: &Settings) -> pull::Config {
+    let subjects = settings.subjects();
+    pull::Config {
+        durable_name: Some(subjects.api_schedule_consumer()),
+        filter_subject: subjects.schedule_wildcard(),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(60),
+        ..Default::default()
+    }
+}
+
+/// A worker host's consumer of the sync ticks: a new host starts with the
+/// next tick, not the last hour's.
+pub fn sync_consumer(settings: &Settings, host: &str) -> pull::Config {
+    let subjects = settings.subjects();
+    pull::Config {
+        durable_name: Some(subjects.sync_consumer(host)),
+        filter_subject: subjects.schedule(crate::schedule::Periodic::Sync),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(60),
+        ..Default::default()
+    }
+}
+
+/// A worker host's consumer of its jobs (`nats.ack_wait_secs`, `nats.max_deliver`).
+pub fn jobs_consumer(settings: &Settings, host: &str) -> pull::Config {
+    let subjects = settings.subjects();
+    pull::Config {
+        durable_name: Some(subjects.worker_consumer(host)),
+        filter_subject: subjects.host_jobs_filter(host),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+        max_deliver: settings.nats.max_deliver,
         ..Default::default()
     }
 }

@@ -25,6 +25,7 @@ pub mod labels;
 pub mod name;
 pub mod permissions;
 pub mod process;
+pub mod publish;
 pub mod schedule;
 pub mod settings;
 pub mod state;

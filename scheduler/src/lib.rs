@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use async_nats::jetstream;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use vsfleet_contract::publish;
 use vsfleet_contract::schedule::{Periodic, Tick, until_next_period};
 use vsfleet_contract::{Settings, Subjects};
 
@@ -82,10 +82,8 @@ async fn emit_every(
 
 /// Publishes one tick; `Ok(false)` when JetStream already had it.
 pub async fn emit(js: &jetstream::Context, subject: &str, tick: &Tick) -> anyhow::Result<bool> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, tick.message_id().as_str());
+    let headers = publish::with_id(&tick.message_id());
     let payload = serde_json::to_vec(tick)?;
-    let ack = js.publish_with_headers(subject.to_owned(), headers, payload.into()).await?;
-    let ack = tokio::time::timeout(Duration::from_secs(5), ack).await.context("JetStream did not acknowledge")??;
+    let ack = publish::acked(js, subject.to_owned(), headers, payload.into(), Duration::from_secs(5)).await?;
     Ok(!ack.duplicate)
 }

@@ -21,22 +21,10 @@ use crate::ops::{Execute, Outcome};
 use crate::report::Reporter;
 
 pub async fn consumer(jobs: &jetstream::stream::Stream, settings: &Settings) -> anyhow::Result<PullConsumer> {
-    let subjects = settings.subjects();
-    let host = &settings.worker.host_id;
-    let name = subjects.worker_consumer(host);
     // Create or update: a changed ack wait or max deliver applies to a
     // consumer made by an earlier version.
-    let consumer = jobs
-        .create_consumer(jetstream::consumer::pull::Config {
-            durable_name: Some(name.clone()),
-            filter_subject: subjects.host_jobs_filter(host),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
-            max_deliver: settings.nats.max_deliver,
-            ..Default::default()
-        })
-        .await?;
-    Ok(consumer)
+    let config = vsfleet_contract::jetstream::jobs_consumer(settings, &settings.worker.host_id);
+    Ok(jobs.create_consumer(config).await?)
 }
 
 /// What every job task shares.

@@ -23,22 +23,9 @@ use crate::publish;
 pub const PART_SIZE: usize = 2000;
 
 pub async fn consumer(schedule: &jetstream::stream::Stream, settings: &Settings) -> anyhow::Result<PullConsumer> {
-    let subjects = settings.subjects();
-    let name = subjects.sync_consumer(&settings.worker.host_id);
-    Ok(schedule
-        .get_or_create_consumer(
-            &name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects.schedule(vsfleet_contract::schedule::Periodic::Sync),
-                // A new host starts with the next tick, not the last hour's.
-                deliver_policy: jetstream::consumer::DeliverPolicy::New,
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await?)
+    let host = &settings.worker.host_id;
+    let name = settings.subjects().sync_consumer(host);
+    Ok(schedule.get_or_create_consumer(&name, vsfleet_contract::jetstream::sync_consumer(settings, host)).await?)
 }
 
 /// Lists the host and splits it into parts.

@@ -4,16 +4,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use serde::Serialize;
+use vsfleet_contract::publish;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("publishing to JetStream: {0}")]
-    Publish(#[from] jetstream::context::PublishError),
-    #[error("JetStream did not acknowledge within {0:?}")]
-    Timeout(Duration),
-}
+pub use vsfleet_contract::publish::PublishError;
 
 /// Publishes `body` as JSON with `msg_id` (JetStream drops a repeat of it)
 /// and waits for the acknowledgement; returns the message's stream sequence.
@@ -23,15 +18,7 @@ pub async fn json<T: Serialize>(
     msg_id: &str,
     body: &T,
 ) -> Result<u64, PublishError> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
     let payload = serde_json::to_vec(body).expect("reports serialise");
-    let publish = async {
-        let ack = js.publish_with_headers(subject, headers, payload.into()).await?;
-        ack.await
-    };
-    match tokio::time::timeout(TIMEOUT, publish).await {
-        Err(_) => Err(PublishError::Timeout(TIMEOUT)),
-        Ok(result) => result.map(|ack| ack.sequence).map_err(Into::into),
-    }
+    let ack = publish::acked(js, subject, publish::with_id(msg_id), payload.into(), TIMEOUT).await?;
+    Ok(ack.sequence)
 }
