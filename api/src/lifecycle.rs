@@ -4,7 +4,7 @@
 
 use async_nats::connection::State as NatsState;
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec};
 
 use crate::activity::Entry;
 use crate::error::ApiError;
@@ -334,8 +334,7 @@ pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action
                     requested_by,
                     created_at,
                 });
-                let allowed: Vec<ServerStatus> =
-                    ServerStatus::ALL.into_iter().filter(|s| action.allowed_from(*s)).collect();
+                let allowed = action.allowed_statuses();
                 // Checked above in this transaction; the conditional insert and
                 // the unique index still guard the rule where it is stored.
                 if !tx.insert_job_if_allowed(&job, &allowed).await? {

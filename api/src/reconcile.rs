@@ -54,8 +54,8 @@ pub fn plan(known: &[Known], inventory: &HostInventory) -> Plan {
     let mut out = Plan::default();
     for server in known {
         let status = server.status;
-        if status != ServerStatus::Deleted {
-            live.insert(server.id); // its containers are not orphans
+        if status.owns_its_containers() {
+            live.insert(server.id);
         }
         if server.busy || server.updated_at > inventory.at {
             continue;

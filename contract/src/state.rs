@@ -98,6 +98,11 @@ impl Action {
         }
     }
 
+    /// Every status from which a server accepts this action.
+    pub fn allowed_statuses(self) -> Vec<ServerStatus> {
+        ServerStatus::ALL.into_iter().filter(|s| self.allowed_from(*s)).collect()
+    }
+
     /// The status a server shows while this action's job is in flight, if it
     /// changes at all (seed 004: `creating`, `deleting`).
     pub fn in_flight_status(self) -> Option<ServerStatus> {
@@ -223,6 +228,12 @@ impl ServerStatus {
         !matches!(self, ServerStatus::Deleted | ServerStatus::Deleting)
     }
 
+    /// Whether the containers labelled with this server's id are its own:
+    /// those of a deleted server (or of no server) are orphans.
+    pub fn owns_its_containers(self) -> bool {
+        self != ServerStatus::Deleted
+    }
+
     /// Whether it can be force-stopped: a container may be there to kill.
     pub fn may_force_stop(self) -> bool {
         self.is_live()
@@ -343,6 +354,7 @@ mod tests {
         for status in ServerStatus::ALL {
             assert_eq!(status.may_force_stop(), !matches!(status, ServerStatus::Deleted | ServerStatus::Deleting));
             assert_eq!(status.may_rename(), status != ServerStatus::Deleted);
+            assert_eq!(status.owns_its_containers(), status != ServerStatus::Deleted);
         }
     }
 
@@ -373,6 +385,13 @@ mod tests {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
         assert!("reboot".parse::<Action>().is_err());
+    }
+
+    #[test]
+    fn allowed_statuses_are_those_an_action_is_allowed_from() {
+        assert_eq!(Action::Stop.allowed_statuses(), [ServerStatus::Running]);
+        assert_eq!(Action::Restore.allowed_statuses(), [ServerStatus::Deleted]);
+        assert!(Action::Create.allowed_statuses().is_empty());
     }
 
     #[test]

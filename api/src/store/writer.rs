@@ -239,8 +239,7 @@ mod tests {
     async fn send(db: &Store, job: Job) -> Result<bool, StoreError> {
         db.write(move |tx| {
             Box::pin(async move {
-                let allowed: Vec<ServerStatus> =
-                    ServerStatus::ALL.into_iter().filter(|s| job.action.allowed_from(*s)).collect();
+                let allowed = job.action.allowed_statuses();
                 let inserted = tx.insert_job_if_allowed(&job, &allowed).await?;
                 if let (true, Some(status)) = (inserted, job.action.in_flight_status()) {
                     tx.set_status(job.server_id, status, job.created_at).await?;
