@@ -77,7 +77,7 @@ impl Dispatcher {
             };
             for job in pending {
                 let span =
-                    tracing::info_span!("outbox", job_id = %job.id, server_id = job.server_id, action = %job.action);
+                    tracing::info_span!("outbox", job_id = %job.id, server_id = %job.server_id, action = %job.action);
                 let _guard = span.enter();
                 match self.publish(&job).await {
                     Ok(()) => {

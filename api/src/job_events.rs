@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use vsfleet_contract::state::{Outcome, deletion_times};
-use vsfleet_contract::{Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation};
+use vsfleet_contract::{Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation, ServerId};
 
 use crate::store::{Job, NewJob, Server, StoreError, Tx};
 
@@ -41,8 +41,8 @@ pub async fn record(
     ids.sort_unstable();
     ids.dedup();
     let jobs = tx.jobs_by_ids(&ids).await?.into_iter().map(|job| (job.id, job)).collect();
-    let mut server_ids: Vec<i64> =
-        events.iter().filter(|ev| !matches!(ev.phase, JobPhase::Started)).map(|ev| ev.server_id.as_i64()).collect();
+    let mut server_ids: Vec<ServerId> =
+        events.iter().filter(|ev| !matches!(ev.phase, JobPhase::Started)).map(|ev| ev.server_id).collect();
     server_ids.sort_unstable();
     server_ids.dedup();
     let servers = tx.servers_by_ids(&server_ids).await?.into_iter().map(|s| (s.id, s)).collect();
@@ -77,13 +77,13 @@ pub async fn record(
 struct Rows {
     jobs: HashMap<JobId, Job>,
     /// A purged server is removed, so later events find no row, as they would in the table.
-    servers: HashMap<i64, Server>,
+    servers: HashMap<ServerId, Server>,
     new_jobs: BTreeSet<JobId>,
     changed_jobs: BTreeSet<JobId>,
-    changed_servers: BTreeSet<i64>,
+    changed_servers: BTreeSet<ServerId>,
     /// Servers whose inner containers' rows go (deleted or purged).
-    cleared: BTreeSet<i64>,
-    purged: Vec<i64>,
+    cleared: BTreeSet<ServerId>,
+    purged: Vec<ServerId>,
     /// The activity log's lines for the jobs that ended in this batch.
     outcomes: Vec<crate::activity::Entry>,
 }
@@ -113,7 +113,7 @@ impl Rows {
             self.new_jobs.insert(id);
             Job::queued(NewJob {
                 id: ev.job_id,
-                server_id: ev.server_id.as_i64(),
+                server_id: ev.server_id,
                 action: ev.action,
                 host: ev.host.clone(),
                 origin: "nats",
@@ -144,7 +144,7 @@ impl Rows {
         };
         // Whose log it belongs to: the requester, else the server's owner
         // (read before a purge removes the row).
-        let owner = requested_by.or_else(|| self.servers.get(&ev.server_id.as_i64()).map(|s| s.owner_id));
+        let owner = requested_by.or_else(|| self.servers.get(&ev.server_id).map(|s| s.owner_id));
         let entry = crate::activity::Entry::new(
             owner,
             format!("host {}", ev.host),
@@ -166,7 +166,7 @@ impl Rows {
     /// An outcome may speak only for a server of the reporting host, and a
     /// purge may report success only when nothing of the server is left.
     fn check_server(&self, ev: &JobEvent) -> Result<(), Rejection> {
-        if let Some(server) = self.servers.get(&ev.server_id.as_i64())
+        if let Some(server) = self.servers.get(&ev.server_id)
             && server.host != ev.host
         {
             return Err(Rejection::Contradicts(format!(
@@ -192,7 +192,7 @@ impl Rows {
         error: Option<&str>,
         retention: chrono::Duration,
     ) {
-        let Some(server) = self.servers.get_mut(&ev.server_id.as_i64()) else {
+        let Some(server) = self.servers.get_mut(&ev.server_id) else {
             return; // purged, or a hand-published job for a server we never had
         };
         let outcome = server.status.after_job(ev.action, succeeded, seen);
@@ -222,7 +222,7 @@ impl Rows {
 
 /// An event must be about its job: the same server, action and host.
 fn matches_job(job: &Job, ev: &JobEvent) -> Result<(), Rejection> {
-    if job.server_id == ev.server_id.as_i64() && job.action == ev.action && job.host == ev.host {
+    if job.server_id == ev.server_id && job.action == ev.action && job.host == ev.host {
         return Ok(());
     }
     Err(Rejection::Contradicts(format!(
@@ -249,7 +249,7 @@ mod tests {
         let id = JobId::new();
         let job = Job::queued(NewJob {
             id,
-            server_id,
+            server_id: ServerId::new(server_id).unwrap(),
             action,
             host: "h1".into(),
             origin: "api",

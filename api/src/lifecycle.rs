@@ -3,7 +3,7 @@
 //! requests queued beside it, see [`crate::store`]), then publish.
 
 use async_nats::connection::State as NatsState;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec};
 
 use crate::activity::Entry;
@@ -262,9 +262,7 @@ pub async fn create(
                 let created_at = crate::store::now();
                 let new = NewServer { owner_id: owner, name: name.as_str().to_owned(), host: placed, spec, created_at };
                 let server = tx.insert_server(&new).await?;
-                let Ok(server_id) = ServerId::new(server.id) else {
-                    return Ok(Err(ApiError::Internal(anyhow::anyhow!("the database gave server id {}", server.id))));
-                };
+                let server_id = server.id;
                 let job = Job::queued(NewJob {
                     id: job_id,
                     server_id: server.id,
@@ -283,7 +281,7 @@ pub async fn create(
         })
         .await?;
     let (server, job) = accepted?;
-    tracing::info!(server_id = server.id, job_id = %job.id, host, "server accepted for creation");
+    tracing::info!(server_id = %server.id, job_id = %job.id, host, "server accepted for creation");
     publish(state, &job).await;
     Ok((server, job))
 }
@@ -298,6 +296,9 @@ pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action
     if let Err(e) = ensure_broker(state) {
         return refuse(state, &note, e).await;
     }
+    let Ok(typed_id) = ServerId::new(server_id) else {
+        return refuse(state, &note, ApiError::NotFound("server")).await;
+    };
     let viewer = match actor {
         Actor::User(user) => Some((user.id, user.is_admin)),
         Actor::Scheduler => None,
@@ -320,13 +321,10 @@ pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action
                 // Start and restart may rebuild the container, so they carry the spec.
                 let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
                 let created_at = jobs::created_at(found.last_job_at);
-                let payload = match payload(server_id, id, spec, created_at, limit) {
-                    Ok(payload) => payload,
-                    Err(error) => return Ok(Err(error)),
-                };
+                let payload = jobs::payload(typed_id, id, spec, created_at, limit);
                 let job = Job::queued(NewJob {
                     id,
-                    server_id,
+                    server_id: typed_id,
                     action,
                     host: found.host,
                     origin,
@@ -343,7 +341,7 @@ pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action
                     ))));
                 }
                 if let Some(status) = action.in_flight_status() {
-                    tx.set_status(server_id, status, created_at).await?;
+                    tx.set_status(typed_id, status, created_at).await?;
                 }
                 let done = note.done(owner, note.target.clone(), "accepted", format!("job {}", job.id));
                 tx.record_activity(&done).await?;
@@ -373,18 +371,6 @@ fn check(found: &Checked, viewer: Option<(i64, bool)>, action: Action) -> Result
     Ok(())
 }
 
-/// The message body, with the deadline the watchdog will hold the job to
-/// (`limit` after `created_at`).
-fn payload(
-    server_id: i64,
-    id: JobId,
-    spec: Option<ServerSpec>,
-    created_at: DateTime<Utc>,
-    limit: std::time::Duration,
-) -> Result<String, ApiError> {
-    Ok(jobs::payload(ServerId::new(server_id).map_err(anyhow::Error::from)?, id, spec, created_at, limit))
-}
-
 /// Asks `host` to remove the stopped containers of a server that has no
 /// live row (an orphan). No state check: there is no state to check.
 pub async fn reap(state: &Lifecycle, host: &str, server_id: ServerId) -> Result<Job, ApiError> {
@@ -394,7 +380,7 @@ pub async fn reap(state: &Lifecycle, host: &str, server_id: ServerId) -> Result<
     let (job_id, created_at) = (JobId::new(), crate::store::now());
     let job = Job::queued(NewJob {
         id: job_id,
-        server_id: id,
+        server_id,
         action: Action::Reap,
         host: host.to_owned(),
         origin: Actor::Scheduler.origin(),

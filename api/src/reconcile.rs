@@ -28,7 +28,7 @@ pub struct HostInventory {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    pub id: i64,
+    pub id: ServerId,
     pub status: ServerStatus,
     pub container_id: Option<String>,
     pub data_exists: bool,
@@ -41,15 +41,15 @@ pub struct Plan {
 }
 
 pub fn plan(known: &[Known], inventory: &HostInventory) -> Plan {
-    let mut containers: HashMap<i64, &SeenContainer> = HashMap::with_capacity(inventory.containers.len());
+    let mut containers: HashMap<ServerId, &SeenContainer> = HashMap::with_capacity(inventory.containers.len());
     for c in &inventory.containers {
         // Two containers for one server (a stray): the running one speaks.
-        let slot = containers.entry(c.server_id.as_i64()).or_insert(c);
+        let slot = containers.entry(c.server_id).or_insert(c);
         if c.state == ContainerState::Running {
             *slot = c;
         }
     }
-    let data: HashSet<i64> = inventory.data_dirs.iter().map(|id| id.as_i64()).collect();
+    let data: HashSet<ServerId> = inventory.data_dirs.iter().copied().collect();
     let mut live = HashSet::with_capacity(known.len());
     let mut out = Plan::default();
     for server in known {
@@ -71,7 +71,7 @@ pub fn plan(known: &[Known], inventory: &HostInventory) -> Plan {
             out.changes.push(Change { id: server.id, status: next, container_id, data_exists });
         }
     }
-    out.orphans = inventory.containers.iter().filter(|c| !live.contains(&c.server_id.as_i64())).cloned().collect();
+    out.orphans = inventory.containers.iter().filter(|c| !live.contains(&c.server_id)).cloned().collect();
     out
 }
 
@@ -84,14 +84,14 @@ pub async fn apply(store: &Store, host: &str, inventory: &HostInventory) -> anyh
         for change in &plan.changes {
             q::set_observed(
                 &mut *conn,
-                change.id,
+                change.id.as_i64(),
                 change.status,
                 change.container_id.as_deref(),
                 change.data_exists,
                 now,
             )
             .await?;
-            tracing::info!(server_id = change.id, status = %change.status, "sync: server brought in line with its host");
+            tracing::info!(server_id = %change.id, status = %change.status, "sync: server brought in line with its host");
         }
         Ok::<_, anyhow::Error>(plan)
     })
@@ -149,9 +149,13 @@ pub async fn apply_observed(store: &Store, seen: &Observed) -> Result<(), Applie
 mod tests {
     use super::*;
 
+    fn sid(id: i64) -> ServerId {
+        ServerId::new(id).unwrap()
+    }
+
     fn known(id: i64, status: &str, container: Option<&str>) -> Known {
         Known {
-            id,
+            id: sid(id),
             status: status.parse().unwrap(),
             container_id: container.map(Into::into),
             data_exists: true,
@@ -181,8 +185,8 @@ mod tests {
         assert_eq!(
             plan.changes,
             vec![
-                Change { id: 2, status: ServerStatus::Missing, container_id: None, data_exists: false },
-                Change { id: 3, status: ServerStatus::Running, container_id: Some("c".into()), data_exists: true },
+                Change { id: sid(2), status: ServerStatus::Missing, container_id: None, data_exists: false },
+                Change { id: sid(3), status: ServerStatus::Running, container_id: Some("c".into()), data_exists: true },
             ]
         );
         assert!(plan.orphans.is_empty());
@@ -228,7 +232,12 @@ mod tests {
         );
         assert_eq!(
             plan(&db, &inv).changes,
-            vec![Change { id: 1, status: ServerStatus::Running, container_id: Some("new".into()), data_exists: true }]
+            vec![Change {
+                id: sid(1),
+                status: ServerStatus::Running,
+                container_id: Some("new".into()),
+                data_exists: true
+            }]
         );
     }
 
@@ -239,7 +248,7 @@ mod tests {
         let changes = plan(&[same], &inventory(vec![], &[1])).changes;
         assert_eq!(
             changes,
-            vec![Change { id: 1, status: ServerStatus::Missing, container_id: None, data_exists: true }]
+            vec![Change { id: sid(1), status: ServerStatus::Missing, container_id: None, data_exists: true }]
         );
     }
 
@@ -249,7 +258,7 @@ mod tests {
         let changes = plan(&db, &inventory(vec![], &[1])).changes;
         assert_eq!(
             changes,
-            vec![Change { id: 2, status: ServerStatus::Missing, container_id: None, data_exists: false }],
+            vec![Change { id: sid(2), status: ServerStatus::Missing, container_id: None, data_exists: false }],
             "the failed server's id is kept, the missing one's dropped"
         );
     }
@@ -268,8 +277,18 @@ mod tests {
         assert_eq!(
             plan(&db, &inv).changes,
             vec![
-                Change { id: 1, status: ServerStatus::Running, container_id: Some("a2".into()), data_exists: true },
-                Change { id: 2, status: ServerStatus::Running, container_id: Some("b".into()), data_exists: false },
+                Change {
+                    id: sid(1),
+                    status: ServerStatus::Running,
+                    container_id: Some("a2".into()),
+                    data_exists: true
+                },
+                Change {
+                    id: sid(2),
+                    status: ServerStatus::Running,
+                    container_id: Some("b".into()),
+                    data_exists: false
+                },
             ]
         );
     }

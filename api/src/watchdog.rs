@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{JobEvent, JobPhase, ServerId};
+use vsfleet_contract::{JobEvent, JobPhase};
 
 use crate::job_events;
 use crate::jobs::Job;
@@ -43,7 +43,7 @@ pub async fn sweep(db: &Store, settings: &Settings, now: DateTime<Utc>) -> anyho
     for (job, _) in &overdue {
         tracing::error!(
             job_id = %job.id,
-            server_id = job.server_id,
+            server_id = %job.server_id,
             action = %job.action,
             status = %job.status,
             "job failed by the watchdog: past its deadline"
@@ -78,7 +78,7 @@ fn overdue(settings: &Settings, job: Job, now: DateTime<Utc>) -> Option<(Job, Jo
     );
     let failure = JobEvent {
         job_id: job.job_id(),
-        server_id: ServerId::new(job.server_id).ok()?,
+        server_id: job.server_id,
         action,
         host: job.host.clone(),
         attempt: job.attempts.max(0) as u64,

@@ -32,7 +32,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let long_ago = chrono::DateTime::from_timestamp(1_000, 0).unwrap();
     let known: Vec<Known> = (1..=SERVERS)
         .map(|n| Known {
-            id: n,
+            id: ServerId::new(n).unwrap(),
             status: vsfleet_contract::ServerStatus::Running,
             container_id: Some(format!("{n:064x}")),
             data_exists: true,

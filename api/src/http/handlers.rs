@@ -182,7 +182,7 @@ pub async fn get_job(
     let job = state.db.job(id).await?.ok_or(ApiError::NotFound("job"))?;
     let visible = user.is_admin
         || job.requested_by == Some(user.id)
-        || state.db.server(job.server_id).await?.is_some_and(|s| s.owner_id == user.id);
+        || state.db.server(job.server_id.as_i64()).await?.is_some_and(|s| s.owner_id == user.id);
     if !visible {
         return Err(ApiError::NotFound("job"));
     }

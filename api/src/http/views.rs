@@ -6,13 +6,13 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, ServerStatus};
+use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, ServerId, ServerStatus};
 
 use crate::store::{Account, Activity, InnerRow, Job, Server, Token, User};
 
 #[derive(Debug, Serialize)]
 pub struct ServerView {
-    pub id: i64,
+    pub id: ServerId,
     pub name: String,
     pub owner_id: i64,
     pub host: String,
@@ -60,7 +60,7 @@ impl ServerView {
 #[derive(Debug, Serialize)]
 pub struct JobView {
     pub id: JobId,
-    pub server_id: i64,
+    pub server_id: ServerId,
     pub action: Action,
     pub host: String,
     pub status: JobStatus,

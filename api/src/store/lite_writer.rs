@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
-use vsfleet_contract::{JobId, ServerSpec, ServerStatus};
+use vsfleet_contract::{JobId, ServerId, ServerSpec, ServerStatus};
 
 use super::rows::{Checked, Job, NewServer, Server};
 
@@ -152,8 +152,11 @@ pub fn insert_server(conn: &Connection, new: &NewServer) -> rusqlite::Result<Ser
         memory_mb,
         timestamp(new.created_at),
     ])?;
+    let id = conn.last_insert_rowid();
+    let id = ServerId::new(id)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into()))?;
     Ok(Server {
-        id: conn.last_insert_rowid(),
+        id,
         name: new.name.clone(),
         owner_id: new.owner_id,
         host: new.host.clone(),
@@ -223,7 +226,7 @@ pub fn insert_job_if_allowed(conn: &Connection, job: &Job, allowed: &[ServerStat
     Ok(inserted == 1)
 }
 
-pub fn set_status(conn: &Connection, id: i64, status: ServerStatus, at: DateTime<Utc>) -> rusqlite::Result<()> {
+pub fn set_status(conn: &Connection, id: ServerId, status: ServerStatus, at: DateTime<Utc>) -> rusqlite::Result<()> {
     conn.prepare_cached(super::SET_STATUS)?.execute(params![status, timestamp(at), id])?;
     Ok(())
 }
@@ -254,7 +257,7 @@ pub fn jobs_by_ids(conn: &Connection, ids: &[JobId]) -> rusqlite::Result<Vec<Job
     rows_by_id(conn, "SELECT * FROM jobs WHERE id = $1", ids, Job::from_row)
 }
 
-pub fn servers_by_ids(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Server>> {
+pub fn servers_by_ids(conn: &Connection, ids: &[ServerId]) -> rusqlite::Result<Vec<Server>> {
     rows_by_id(conn, "SELECT * FROM servers WHERE id = $1", ids, Server::from_row)
 }
 
@@ -288,6 +291,6 @@ pub fn update_server_outcome(conn: &Connection, servers: &[&Server]) -> rusqlite
     })
 }
 
-pub fn delete_by_server(conn: &Connection, sql: &str, ids: &[i64]) -> rusqlite::Result<()> {
+pub fn delete_by_server(conn: &Connection, sql: &str, ids: &[ServerId]) -> rusqlite::Result<()> {
     each(conn, sql, ids, |delete, id| delete.execute([id]))
 }

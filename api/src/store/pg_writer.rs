@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use vsfleet_contract::{JobId, ServerStatus};
+use vsfleet_contract::{JobId, ServerId, ServerStatus};
 
 use super::rows::{Checked, Job, NewServer, Server};
 use super::{checked_sql, insert_server_sql};
@@ -95,7 +95,7 @@ pub async fn insert_job_if_allowed(
 
 pub async fn set_status(
     conn: &mut PgConnection,
-    id: i64,
+    id: ServerId,
     status: ServerStatus,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
@@ -119,7 +119,8 @@ pub async fn jobs_by_ids(conn: &mut PgConnection, ids: &[JobId]) -> Result<Vec<J
     sqlx::query_as("SELECT * FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE").bind(ids).fetch_all(conn).await
 }
 
-pub async fn servers_by_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Server>, sqlx::Error> {
+pub async fn servers_by_ids(conn: &mut PgConnection, ids: &[ServerId]) -> Result<Vec<Server>, sqlx::Error> {
+    let ids: Vec<i64> = ids.iter().map(|id| id.as_i64()).collect();
     sqlx::query_as("SELECT * FROM servers WHERE id = ANY($1) ORDER BY id FOR UPDATE").bind(ids).fetch_all(conn).await
 }
 
@@ -157,7 +158,7 @@ pub async fn update_server_outcome(conn: &mut PgConnection, servers: &[&Server])
     Ok(())
 }
 
-pub async fn delete_by_server(conn: &mut PgConnection, sql: &'static str, ids: &[i64]) -> Result<(), sqlx::Error> {
+pub async fn delete_by_server(conn: &mut PgConnection, sql: &'static str, ids: &[ServerId]) -> Result<(), sqlx::Error> {
     for id in ids {
         sqlx::query(sql).bind(id).execute(&mut *conn).await?;
     }

@@ -6,12 +6,12 @@
 //! reads (`from_row`).
 
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, JobId, JobStatus, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, JobId, JobStatus, ServerId, ServerSpec, ServerStatus};
 
 /// A server as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Server {
-    pub id: i64,
+    pub id: ServerId,
     pub name: String,
     pub owner_id: i64,
     pub host: String,
@@ -43,7 +43,7 @@ impl Server {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: JobId,
-    pub server_id: i64,
+    pub server_id: ServerId,
     pub action: Action,
     pub host: String,
     pub status: JobStatus,
@@ -97,7 +97,7 @@ impl Job {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: JobId,
-    pub server_id: i64,
+    pub server_id: ServerId,
     pub action: Action,
     pub host: String,
     pub origin: &'static str,
@@ -133,7 +133,7 @@ pub struct Checked {
 /// A server as reconciliation compares it with its host.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Known {
-    pub id: i64,
+    pub id: ServerId,
     pub status: ServerStatus,
     pub container_id: Option<String>,
     pub data_exists: bool,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use sqlx::PgConnection;
-use vsfleet_contract::{JobId, ServerStatus};
+use vsfleet_contract::{JobId, ServerId, ServerStatus};
 
 use super::rows::{Checked, Job, NewServer, Server};
 use super::{StoreError, lite_writer as lite, pg_writer as pg};
@@ -105,7 +105,12 @@ impl Tx<'_> {
         step!(self, |c| lite::insert_job_if_allowed(c, job, allowed), |c| pg::insert_job_if_allowed(c, job, allowed))
     }
 
-    pub async fn set_status(&mut self, id: i64, status: ServerStatus, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn set_status(
+        &mut self,
+        id: ServerId,
+        status: ServerStatus,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         step!(self, |c| lite::set_status(c, id, status, at), |c| pg::set_status(c, id, status, at))
     }
 
@@ -125,7 +130,7 @@ impl Tx<'_> {
     }
 
     /// The rows of `ids` that exist, locked.
-    pub async fn servers_by_ids(&mut self, ids: &[i64]) -> Result<Vec<Server>, StoreError> {
+    pub async fn servers_by_ids(&mut self, ids: &[ServerId]) -> Result<Vec<Server>, StoreError> {
         step!(self, |c| lite::servers_by_ids(c, ids), |c| pg::servers_by_ids(c, ids))
     }
 
@@ -141,7 +146,7 @@ impl Tx<'_> {
     }
 
     /// Removes purged servers' rows.
-    pub async fn delete_servers(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+    pub async fn delete_servers(&mut self, ids: &[ServerId]) -> Result<(), StoreError> {
         step!(self, |c| lite::delete_by_server(c, super::DELETE_SERVER, ids), |c| pg::delete_by_server(
             c,
             super::DELETE_SERVER,
@@ -150,7 +155,7 @@ impl Tx<'_> {
     }
 
     /// Forgets the inner containers of servers that no longer run any.
-    pub async fn clear_containers(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+    pub async fn clear_containers(&mut self, ids: &[ServerId]) -> Result<(), StoreError> {
         step!(self, |c| lite::delete_by_server(c, super::CLEAR_CONTAINERS, ids), |c| pg::delete_by_server(
             c,
             super::CLEAR_CONTAINERS,

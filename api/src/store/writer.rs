@@ -218,14 +218,14 @@ fn commit(conn: &Connection, batch: &mut Vec<Box<dyn Task>>) {
 #[cfg(test)]
 mod tests {
     use futures::future::join_all;
-    use vsfleet_contract::{Action, JobId, ServerStatus};
+    use vsfleet_contract::{Action, JobId, ServerId, ServerStatus};
 
     use crate::store::{Job, NewJob, Store, StoreError, scratch, scratch_server};
 
     fn queued(server_id: i64, action: Action) -> Job {
         Job::queued(NewJob {
             id: JobId::new(),
-            server_id,
+            server_id: ServerId::new(server_id).unwrap(),
             action,
             host: "h1".into(),
             origin: "api",

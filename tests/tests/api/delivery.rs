@@ -92,7 +92,7 @@ async fn a_committed_job_that_was_never_published_is_published_by_the_outbox() {
     let payload = json!({ "server_id": id, "job_id": job_id }).to_string();
     let job = Job::queued(NewJob {
         id: job_id,
-        server_id: id,
+        server_id: vsfleet_contract::ServerId::new(id).unwrap(),
         action: Action::Stop,
         host: app.host().to_owned(),
         origin: "api",

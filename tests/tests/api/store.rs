@@ -45,6 +45,15 @@ async fn a_corrupt_status_in_a_row_is_an_error_that_names_it_not_a_failed_server
         sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server_id = $1").bind(id).fetch_one(&app.db).await.unwrap();
     assert_eq!(jobs, 1, "only the create");
 
+    // A job whose server id is not a server id.
+    let (job,): (String,) =
+        sqlx::query_as("SELECT id FROM jobs WHERE server_id = $1").bind(id).fetch_one(&app.db).await.unwrap();
+    sqlx::query("UPDATE jobs SET server_id = -$1 WHERE id = $2").bind(id).bind(&job).execute(&app.db).await.unwrap();
+    let (status, body) = app.get(&format!("/v1/jobs/{job}")).await;
+    assert_eq!((status, code(&body)), (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("server id"), "{body}");
+    sqlx::query("UPDATE jobs SET server_id = $1 WHERE id = $2").bind(id).bind(&job).execute(&app.db).await.unwrap();
+
     // Mended by hand, the server reads and acts again.
     sqlx::query("UPDATE servers SET status = 'running' WHERE id = $1").bind(id).execute(&app.db).await.unwrap();
     assert_eq!(app.act(id, "stop").await["status"], "succeeded");
