@@ -26,6 +26,10 @@ pub enum ApiError {
     /// admin disabling themself).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 403: the caller is known but may not have this (the access check
+    /// of another user's server, or of a server that is not running).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// 405: the path exists, the method does not.
     #[error("method not allowed on this path")]
     MethodNotAllowed,
@@ -57,9 +61,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::Invalid { code, .. } | ApiError::Unavailable { code, .. } | ApiError::Conflict { code, .. } => {
-                code
-            }
+            ApiError::Invalid { code, .. }
+            | ApiError::Unavailable { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Forbidden { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -76,6 +81,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidTransition { .. } | ApiError::JobInFlight(_) | ApiError::Conflict { .. } => {
                 StatusCode::CONFLICT
@@ -132,9 +138,11 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let message = match &self {
+impl ApiError {
+    /// The JSON body: `{"error": {"code", "message", …}}`. An internal
+    /// error is logged here and answered without its text.
+    pub fn body(&self) -> serde_json::Value {
+        let message = match self {
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 "internal error; the server log has the details".to_owned()
@@ -142,11 +150,18 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut body = json!({ "error": { "code": self.code(), "message": message } });
-        match &self {
+        match self {
             ApiError::JobInFlight(job) => body["error"]["job_id"] = json!(job),
             ApiError::Invalid { field: Some(field), .. } => body["error"]["field"] = json!(field),
             _ => {}
         }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let mut response = (self.status(), Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

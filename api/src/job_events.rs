@@ -62,7 +62,9 @@ pub async fn record(
         rows.changed_jobs.iter().filter(|id| !rows.new_jobs.contains(*id)).map(|id| &rows.jobs[id]).collect();
     tx.insert_jobs(&new).await?;
     tx.update_job_progress(&changed).await?;
-    tx.clear_containers(&rows.cleared.iter().copied().collect::<Vec<_>>()).await?;
+    let cleared: Vec<ServerId> = rows.cleared.iter().copied().collect();
+    tx.clear_containers(&cleared).await?;
+    tx.clear_domains(&cleared).await?;
     tx.delete_servers(&rows.purged).await?;
     let servers: Vec<&Server> = rows.changed_servers.iter().filter_map(|id| rows.servers.get(id)).collect();
     tx.update_server_outcome(&servers).await?;

@@ -15,6 +15,7 @@
 //! - [`monitor`]: the containers inside each running server.
 //! - [`hosts`]: which worker hosts are alive.
 //! - [`accounts`]: the rules of users and tokens (who may create, revoke, disable what).
+//! - [`domains`]: a server's domain names: who may add and remove them.
 //! - [`activity`]: the activity log: who did what to what, when, and how it ended.
 //! - [`redact`]: host paths out of what tenants read.
 //! - [`store`]: the database (SQLite or PostgreSQL), the only place that holds SQL, and its typed rows.
@@ -25,6 +26,7 @@ pub mod accounts;
 pub mod activity;
 pub mod app;
 pub mod dispatch;
+pub mod domains;
 pub mod error;
 pub mod events;
 pub mod hosts;
@@ -57,6 +59,7 @@ pub const LAYERS: &[&[&str]] = &[
         "inbound",
         "hosts",
         "dispatch",
+        "domains",
         "job_events",
         "reconcile",
         "monitor",

@@ -17,6 +17,7 @@
 pub mod column;
 pub mod connect;
 pub mod dead;
+pub mod domain;
 pub mod event;
 pub mod ids;
 pub mod jetstream;
@@ -32,6 +33,7 @@ pub mod state;
 pub mod subjects;
 pub mod telemetry;
 
+pub use domain::DomainName;
 pub use event::{
     ContainerState, HostPresence, InnerContainer, InnerContainers, Inventory, JobEvent, JobPhase, KillReply,
     Observation, Observed, SeenContainer,

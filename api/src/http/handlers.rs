@@ -1,17 +1,19 @@
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vsfleet_contract::{Action, ServerSpec};
+use vsfleet_contract::{Action, ServerId, ServerSpec};
 
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, job_id, server_id};
-use super::views::{self, InnerContainerView, JobView, ServerView};
+use super::views::{self, DomainView, InnerContainerView, JobView, ServerView};
 use crate::error::ApiError;
 use crate::lifecycle::Actor;
-use crate::store::User;
-use crate::{lifecycle, monitor, servers};
+use crate::store::{Domain, User};
+use crate::{domains, lifecycle, monitor, servers};
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
@@ -74,10 +76,17 @@ pub async fn list_servers(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Reply {
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
+    let mut domains: HashMap<ServerId, Vec<Domain>> = HashMap::new();
+    for domain in state.db.domains_visible(user.is_admin, user.id).await? {
+        domains.entry(domain.server_id).or_default().push(domain);
+    }
     let list: Vec<_> = servers::list(&state.db, &user, q.include_deleted)
         .await?
         .into_iter()
-        .map(|s| ServerView::new(s, &user, alive.as_deref()))
+        .map(|s| {
+            let own = domains.remove(&s.id).unwrap_or_default();
+            ServerView::new(s, &user, alive.as_deref()).with_domains(own)
+        })
         .collect();
     ok(StatusCode::OK, json!({ "servers": list }))
 }
@@ -89,7 +98,10 @@ pub async fn get_server(
 ) -> Reply {
     let server = servers::get_visible(&state.db, &user, server_id(&id)?).await?;
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-    ok(StatusCode::OK, json!({ "server": ServerView::new(server, &user, alive.as_deref()) }))
+    ok(
+        StatusCode::OK,
+        json!({ "server": with_domains(&state, ServerView::new(server, &user, alive.as_deref())).await? }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -106,7 +118,10 @@ pub async fn rename_server(
 ) -> Reply {
     let server = lifecycle::rename(&state.lifecycle, &user, server_id(&id)?, &body.name).await?;
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-    ok(StatusCode::OK, json!({ "server": ServerView::new(server, &user, alive.as_deref()) }))
+    ok(
+        StatusCode::OK,
+        json!({ "server": with_domains(&state, ServerView::new(server, &user, alive.as_deref())).await? }),
+    )
 }
 
 pub async fn delete_server(
@@ -142,10 +157,19 @@ pub async fn server_action(
     if action == Action::Stop && query.force {
         let server = lifecycle::force_stop(&state.lifecycle, &user, id).await?;
         let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-        return ok(StatusCode::OK, json!({ "server": ServerView::new(server, &user, alive.as_deref()) }));
+        return ok(
+            StatusCode::OK,
+            json!({ "server": with_domains(&state, ServerView::new(server, &user, alive.as_deref())).await? }),
+        );
     }
     let job = lifecycle::request(&state.lifecycle, Actor::User(&user), id, action).await?;
     accepted(&state, job, &user).await
+}
+
+/// The view with the server's domains.
+async fn with_domains(state: &AppState, view: ServerView) -> Result<ServerView, ApiError> {
+    let domains = state.db.domains_of(view.id.as_i64()).await?;
+    Ok(view.with_domains(domains))
 }
 
 /// A 202 for an accepted job; when its host is not alive the job waits on
@@ -201,6 +225,41 @@ pub async fn server_containers(
         StatusCode::OK,
         json!({ "containers": views::all::<_, InnerContainerView>(monitor::list(&state.db, id).await?) }),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDomain {
+    name: String,
+}
+
+/// `POST /v1/servers/{id}/domains` `{"name": "app.example.com"}`.
+pub async fn add_domain(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<NewDomain>,
+) -> Reply {
+    let domain = domains::add(&state.db, &user, server_id(&id)?, &body.name).await?;
+    ok(StatusCode::CREATED, json!({ "domain": DomainView::from(domain) }))
+}
+
+pub async fn server_domains(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+) -> Reply {
+    let list = domains::list(&state.db, &user, server_id(&id)?).await?;
+    ok(StatusCode::OK, json!({ "domains": views::all::<_, DomainView>(list) }))
+}
+
+pub async fn remove_domain(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+) -> Reply {
+    domains::remove(&state.db, &user, server_id(&id)?, &name).await?;
+    ok(StatusCode::OK, json!({ "removed": name.trim().to_ascii_lowercase() }))
 }
 
 /// Worker hosts (admins only): alive or not, and what their last sync found.

@@ -5,6 +5,7 @@
 mod accounts;
 mod extract;
 mod handlers;
+pub mod seed;
 pub mod serve;
 pub mod views;
 
@@ -41,9 +42,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/servers/{id}/jobs", get(handlers::server_jobs))
         .route("/v1/servers/{id}/containers", get(handlers::server_containers))
+        .route("/v1/servers/{id}/domains", post(handlers::add_domain).get(handlers::server_domains))
+        .route("/v1/servers/{id}/domains/{name}", delete(handlers::remove_domain))
         .route("/v1/hosts", get(handlers::hosts))
         .route("/v1/servers/{id}/{action}", post(handlers::server_action))
         .route("/v1/jobs/{id}", get(handlers::get_job))
+        .route("/api/checkauth/vm/{id}", get(seed::checkauth))
+        .route("/api/vm/control", post(seed::control))
         .route("/v1/users", post(accounts::create_user).get(accounts::list_users))
         .route("/v1/users/{id}/tokens", post(accounts::create_token).get(accounts::list_tokens))
         .route("/v1/users/{id}/disable", post(accounts::disable_user))

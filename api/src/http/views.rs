@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, ServerId, ServerStatus};
 
-use crate::store::{Account, Activity, InnerRow, Job, Server, Token, User};
+use crate::store::{Account, Activity, Domain, InnerRow, Job, Server, Token, User};
 
 #[derive(Debug, Serialize)]
 pub struct ServerView {
@@ -30,9 +30,16 @@ pub struct ServerView {
     /// while the api has not heard from the hosts yet (just after start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_alive: Option<bool>,
+    /// Its domain names, in order.
+    pub domains: Vec<String>,
 }
 
 impl ServerView {
+    pub fn with_domains(mut self, domains: Vec<Domain>) -> Self {
+        self.domains = domains.into_iter().map(|d| d.name).collect();
+        self
+    }
+
     /// `server` as `viewer` may read it, with its host's liveness from `alive`.
     pub fn new(server: Server, viewer: &User, alive: Option<&[HostPresence]>) -> Self {
         let host_alive = alive.map(|alive| alive.iter().any(|p| p.host == server.host));
@@ -53,6 +60,7 @@ impl ServerView {
             deleted_at: s.deleted_at,
             purge_after: s.purge_after,
             host_alive,
+            domains: Vec::new(),
         }
     }
 }
@@ -198,6 +206,19 @@ impl From<InnerRow> for InnerContainerView {
             created: c.created,
             updated_at: c.updated_at,
         }
+    }
+}
+
+/// A domain name of a server.
+#[derive(Debug, Serialize)]
+pub struct DomainView {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Domain> for DomainView {
+    fn from(d: Domain) -> Self {
+        Self { name: d.name, created_at: d.created_at }
     }
 }
 

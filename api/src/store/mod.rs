@@ -34,7 +34,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Sqlite, SqlitePool, Transaction};
 use vsfleet_contract::JobId;
 
-pub use rows::{Account, Activity, Checked, Entry, InnerRow, Job, Known, NewJob, NewServer, Server, Token, User};
+pub use rows::{
+    Account, Activity, Checked, Domain, Entry, InnerRow, Job, Known, NewJob, NewServer, Server, Token, User,
+};
 pub use tx::Tx;
 use writer::Writer;
 
@@ -74,6 +76,7 @@ const UPDATE_SERVER_OUTCOME: &str = "UPDATE servers SET status = $1, container_i
      last_error = $4, deleted_at = $5, purge_after = $6, updated_at = $7 WHERE id = $8";
 const DELETE_SERVER: &str = "DELETE FROM servers WHERE id = $1";
 const CLEAR_CONTAINERS: &str = "DELETE FROM server_containers WHERE server_id = $1";
+const CLEAR_DOMAINS: &str = "DELETE FROM domains WHERE server_id = $1";
 
 /// The sqlx statements for SQLite.
 pub mod lite {
@@ -350,6 +353,9 @@ reads! {
     fn jobs_of(server_id: i64) -> Vec<Job>;
     fn unpublished(before: DateTime<Utc>, limit: i64) -> Vec<Job>;
     fn inner_containers(server_id: i64) -> Vec<InnerRow>;
+    fn domains_of(server_id: i64) -> Vec<Domain>;
+    /// The domains of every server when `all`, else of `owner`'s servers.
+    fn domains_visible(all: bool, owner: i64) -> Vec<Domain>;
     fn drop_stale_containers(before: DateTime<Utc>) -> u64;
     fn user_by_token_hash(hash: &str) -> Option<User>;
     fn account(id: i64) -> Option<Account>;

@@ -224,6 +224,14 @@ pub struct Activity {
     pub detail: Option<String>,
 }
 
+/// A domain name of a server.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Domain {
+    pub server_id: ServerId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A container inside a server, as its monitor last reported it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InnerRow {

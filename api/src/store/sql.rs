@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Executor;
 use vsfleet_contract::{JobId, ServerStatus};
 
-use crate::store::rows::{Account, Activity, InnerRow, Job, Known, Server, Token, User};
+use crate::store::rows::{Account, Activity, Domain, InnerRow, Job, Known, Server, Token, User};
 
 pub type Conn = <DB as sqlx::Database>::Connection;
 pub type Pool = sqlx::Pool<DB>;
@@ -243,6 +243,52 @@ pub async fn drop_stale_containers<'e>(
     before: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM server_containers WHERE updated_at < $1").bind(before).execute(db).await?.rows_affected())
+}
+
+// ---- domains ----
+
+pub async fn domains_of<'e>(db: impl Executor<'e, Database = DB>, server_id: i64) -> Result<Vec<Domain>, sqlx::Error> {
+    sqlx::query_as("SELECT server_id, name, created_at FROM domains WHERE server_id = $1 ORDER BY name")
+        .bind(server_id)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn domains_visible<'e>(
+    db: impl Executor<'e, Database = DB>,
+    all: bool,
+    owner: i64,
+) -> Result<Vec<Domain>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.server_id, d.name, d.created_at FROM domains d JOIN servers s ON s.id = d.server_id
+         WHERE $1 OR s.owner_id = $2 ORDER BY d.server_id, d.name",
+    )
+    .bind(all)
+    .bind(owner)
+    .fetch_all(db)
+    .await
+}
+
+/// Adds a domain to a server; a name another server has is a unique violation.
+pub async fn insert_domain(conn: &mut Conn, server_id: i64, name: &str, at: DateTime<Utc>) -> Result<Domain, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO domains (server_id, name, created_at) VALUES ($1, $2, $3) RETURNING server_id, name, created_at",
+    )
+    .bind(server_id)
+    .bind(name)
+    .bind(at)
+    .fetch_one(conn)
+    .await
+}
+
+/// Removes a server's domain; whether there was one.
+pub async fn delete_domain(conn: &mut Conn, server_id: i64, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM domains WHERE server_id = $1 AND name = $2")
+        .bind(server_id)
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 // ---- users and tokens ----

@@ -154,6 +154,15 @@ impl Tx<'_> {
         ))
     }
 
+    /// Removes the domain names of deleted servers (seed 000 §5.2).
+    pub async fn clear_domains(&mut self, ids: &[ServerId]) -> Result<(), StoreError> {
+        step!(self, |c| lite::delete_by_server(c, super::CLEAR_DOMAINS, ids), |c| pg::delete_by_server(
+            c,
+            super::CLEAR_DOMAINS,
+            ids
+        ))
+    }
+
     /// Forgets the inner containers of servers that no longer run any.
     pub async fn clear_containers(&mut self, ids: &[ServerId]) -> Result<(), StoreError> {
         step!(self, |c| lite::delete_by_server(c, super::CLEAR_CONTAINERS, ids), |c| pg::delete_by_server(

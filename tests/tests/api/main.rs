@@ -22,5 +22,6 @@ mod monitor;
 mod outage;
 mod placement;
 mod schedule;
+mod seed;
 mod store;
 mod trust;

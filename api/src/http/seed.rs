@@ -1,0 +1,160 @@
+//! The seed platform's own API (seed 000 §3–§7), for a frontend written
+//! against it: the access check the control plane's Caddy asks before it
+//! lets a browser into a server's system stack, and `POST /api/vm/control`.
+//! Both are mapped onto the same rules and jobs as `/v1`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vsfleet_contract::{Action, ServerSpec, ServerStatus};
+
+use super::AppState;
+use super::extract::{ApiJson, ApiPath, CurrentUser, bearer, cookie};
+use super::views::{JobView, ServerView};
+use crate::error::ApiError;
+use crate::lifecycle::{self, Actor};
+use crate::store::User;
+
+/// The cookie the access check reads the API token from when a browser,
+/// not a client, asks (Caddy's `forward_auth` passes the browser's cookies).
+pub const SESSION_COOKIE: &str = "vsfleet_session";
+
+/// `GET /api/checkauth/vm/{id}`: 200 when the caller (a bearer token, or
+/// the token in the `vsfleet_session` cookie) owns the server or is an
+/// admin, and the server is running. 401 without a valid token, 404 for a
+/// server that does not exist or is deleted, 403 for someone else's server
+/// or one that is not running. Reads only (the token cache, one row).
+pub async fn checkauth(State(state): State<AppState>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Response {
+    match check(&state, &headers, &id).await {
+        Ok(user) => (StatusCode::OK, Json(json!({ "ok": true, "user": user.email, "server_id": id }))).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn check(state: &AppState, headers: &HeaderMap, id: &str) -> Result<User, ApiError> {
+    let token = bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE)).ok_or(ApiError::Unauthorized)?;
+    let user = state.tokens.user(&state.db, token).await?.ok_or(ApiError::Unauthorized)?;
+    let id: i64 = id.parse::<vsfleet_contract::ServerId>().map_err(|_| ApiError::NotFound("server"))?.as_i64();
+    let server = match state.db.server(id).await? {
+        Some(server) if server.status != ServerStatus::Deleted => server,
+        _ => return Err(ApiError::NotFound("server")),
+    };
+    if !server.visible_to(&user) {
+        return Err(ApiError::Forbidden { code: "not_yours", message: "this server is not yours".into() });
+    }
+    if server.status != ServerStatus::Running {
+        return Err(ApiError::Forbidden {
+            code: "server_not_running",
+            message: format!("server {id} is {}; start it first", server.status),
+        });
+    }
+    Ok(user)
+}
+
+/// A server id as the seed's frontend sends it: a string (`"42"`) or a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum SeedId {
+    Text(String),
+    Number(i64),
+}
+
+impl SeedId {
+    fn parse(&self) -> Result<i64, ApiError> {
+        let text = match self {
+            SeedId::Text(text) => text.clone(),
+            SeedId::Number(n) => n.to_string(),
+        };
+        text.parse::<vsfleet_contract::ServerId>()
+            .map(|id| id.as_i64())
+            .map_err(|e| ApiError::invalid_field("invalid_body", "virtualServerID", e))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    action: String,
+    name: Option<String>,
+    #[serde(rename = "virtualServerID")]
+    virtual_server_id: Option<SeedId>,
+    #[serde(rename = "newName")]
+    new_name: Option<String>,
+}
+
+/// `POST /api/vm/control` (seed 000 §3–§6): `create` with `name`; `start`,
+/// `stop`, `delete`, `restore`, `purge` with `virtualServerID`; `rename`
+/// with `virtualServerID` and `newName`. The answer is the `/v1` one with
+/// `"success": true` and the id as the seed spells it (a string); a refusal
+/// is `"success": false` beside the usual error, with the same status.
+pub async fn control(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<Control>,
+) -> Response {
+    match act(&state, &user, body).await {
+        Ok((status, mut answer)) => {
+            answer["success"] = json!(true);
+            (status, Json(answer)).into_response()
+        }
+        Err(error) => {
+            let mut answer = error.body();
+            answer["success"] = json!(false);
+            (error.status(), Json(answer)).into_response()
+        }
+    }
+}
+
+async fn act(state: &AppState, user: &User, body: Control) -> Result<(StatusCode, Value), ApiError> {
+    let alive = || lifecycle::live_hosts_or_none(&state.lifecycle);
+    let id = || {
+        body.virtual_server_id
+            .as_ref()
+            .ok_or_else(|| {
+                ApiError::invalid_field("invalid_body", "virtualServerID", "this action needs virtualServerID")
+            })?
+            .parse()
+    };
+    let action = match body.action.as_str() {
+        "create" => {
+            let name = body
+                .name
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid_field("invalid_name", "name", "create needs a name"))?;
+            let spec = ServerSpec { cpus: None, memory_mb: None };
+            let (server, job) = lifecycle::create(&state.lifecycle, user, name, spec, None).await?;
+            let id = server.id.to_string();
+            let server = ServerView::new(server, user, alive().await.as_deref());
+            let job = JobView::new(job, user);
+            return Ok((StatusCode::ACCEPTED, json!({ "virtualServerID": id, "server": server, "job": job })));
+        }
+        "rename" => {
+            let id = id()?;
+            let name = body
+                .new_name
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid_field("invalid_name", "newName", "rename needs newName"))?;
+            let server = lifecycle::rename(&state.lifecycle, user, id, name).await?;
+            let server = ServerView::new(server, user, alive().await.as_deref());
+            return Ok((StatusCode::OK, json!({ "virtualServerID": id.to_string(), "server": server })));
+        }
+        "start" => Action::Start,
+        "stop" => Action::Stop,
+        "delete" => Action::Delete,
+        "restore" => Action::Restore,
+        "purge" => Action::Purge,
+        other => {
+            return Err(ApiError::invalid_field(
+                "invalid_action",
+                "action",
+                format!("{other:?} is not one of create, start, stop, delete, rename, restore, purge"),
+            ));
+        }
+    };
+    let id = id()?;
+    let job = lifecycle::request(&state.lifecycle, Actor::User(user), id, action).await?;
+    Ok((StatusCode::ACCEPTED, json!({ "virtualServerID": id.to_string(), "job": JobView::new(job, user) })))
+}
