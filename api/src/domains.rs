@@ -13,6 +13,12 @@ fn parse(name: &str) -> Result<DomainName, ApiError> {
     DomainName::parse(name.trim()).map_err(|e| ApiError::invalid_field("invalid_domain", "name", e))
 }
 
+/// The activity entry of a change to a server's domains, in its owner's log.
+fn logged(action: &str, user: &User, owner: i64, server_id: i64, name: &DomainName) -> Entry {
+    Entry::new(Some(owner), user.email.clone(), action, format!("server:{server_id}"), "succeeded")
+        .with_detail(name.as_str())
+}
+
 /// Adds `name` to the server; 409 `domain_taken` when any server has it.
 pub async fn add(db: &Store, user: &User, server_id: i64, name: &str) -> Result<Domain, ApiError> {
     let name = parse(name)?;
@@ -35,15 +41,7 @@ pub async fn add(db: &Store, user: &User, server_id: i64, name: &str) -> Result<
             }
             Err(e) => return Err(e.into()),
         };
-        let entry = Entry::new(
-            Some(server.owner_id),
-            user.email.clone(),
-            "domain.add",
-            format!("server:{server_id}"),
-            "succeeded",
-        )
-        .with_detail(name.as_str());
-        q::record_activity(&mut *conn, &entry, now).await?;
+        q::record_activity(&mut *conn, &logged("domain.add", user, server.owner_id, server_id, &name), now).await?;
         Ok::<_, ApiError>(domain)
     })
 }
@@ -66,15 +64,7 @@ pub async fn remove(db: &Store, user: &User, server_id: i64, name: &str) -> Resu
         if !q::delete_domain(&mut *conn, server_id, name.as_str()).await? {
             return Err(ApiError::NotFound("domain"));
         }
-        let entry = Entry::new(
-            Some(server.owner_id),
-            user.email.clone(),
-            "domain.remove",
-            format!("server:{server_id}"),
-            "succeeded",
-        )
-        .with_detail(name.as_str());
-        q::record_activity(&mut *conn, &entry, now).await?;
+        q::record_activity(&mut *conn, &logged("domain.remove", user, server.owner_id, server_id, &name), now).await?;
         Ok::<_, ApiError>(())
     })
 }
