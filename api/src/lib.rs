@@ -10,7 +10,8 @@
 //! - [`inbound`]: the checks of every message heard from NATS; what fails them goes to the dead letters.
 //! - [`events`]: recording the workers' events: job phases, drift, inventories.
 //! - [`job_events`]: applying a batch of job phases to the rows in a fixed number of statements.
-//! - [`reconcile`]: a host's inventory against the database (the periodic sync).
+//! - [`reconcile`]: a host's inventory against the database (the periodic sync), and drift seen by Docker's events.
+//! - [`watchdog`]: fails the jobs past their deadline.
 //! - [`schedule`]: the api's periodic jobs: stale-row cleanup and auto-purge.
 //! - [`monitor`]: the containers inside each running server.
 //! - [`hosts`]: which worker hosts are alive.
