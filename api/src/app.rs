@@ -36,7 +36,9 @@ impl Application {
         db.migrate().await?;
         let nats = vsfleet_contract::connect::connect(&settings, vsfleet_contract::connect::Role::Api).await?;
         let js = jetstream::new(nats.clone());
-        let objects = vsfleet_contract::jetstream::ensure(&js, &settings).await?;
+        // A JetStream cluster started with the api may still be electing
+        // its leaders: wait for it a while rather than exit.
+        let objects = vsfleet_contract::jetstream::ensure_when_ready(&js, &settings, Duration::from_secs(60)).await?;
         let events = events::consumer(&objects.events, &settings).await?;
         let schedule = schedule::consumer(&objects.schedule, &settings).await?;
         let subjects = settings.subjects();

@@ -280,6 +280,51 @@ pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Obje
     Ok(Objects { jobs, events, schedule, dead, hosts })
 }
 
+impl SetupError {
+    /// JetStream answered that it cannot place or serve the stream yet: a
+    /// cluster still electing its leader or waiting for a peer to come up.
+    /// The codes are JetStream's (10005 "no suitable peers for placement",
+    /// 10008 "JetStream system temporarily unavailable"); async-nats carries
+    /// them in the error's text.
+    pub fn is_cluster_forming(&self) -> bool {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(error) = source {
+            text.push_str(&error.to_string());
+            source = error.source();
+        }
+        cluster_forming(&text)
+    }
+}
+
+fn cluster_forming(text: &str) -> bool {
+    ["error code 10005", "error code 10008", "no suitable peers", "temporarily unavailable"]
+        .iter()
+        .any(|sign| text.contains(sign))
+}
+
+/// [`ensure`], waiting up to `patience` for a JetStream cluster that is
+/// still forming (a service started with, or just before, its cluster):
+/// a warning every try, then the last error.
+pub async fn ensure_when_ready(
+    js: &jetstream::Context,
+    settings: &Settings,
+    patience: Duration,
+) -> Result<Objects, SetupError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match ensure(js, settings).await {
+            Err(error) if error.is_cluster_forming() && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %error, retry_in = ?pause, "JetStream cannot place the streams yet; waiting for the cluster");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Changes a stream's replicas when they differ; says whether it did.
 async fn set_replicas(js: &jetstream::Context, info: &stream::Info, replicas: usize) -> Result<bool, SetupError> {
     if info.config.num_replicas == replicas {
@@ -316,6 +361,17 @@ mod tests {
         if code.duplicate_window != Duration::ZERO {
             assert_eq!(file.duplicate_window, code.duplicate_window);
         }
+    }
+
+    #[test]
+    fn only_a_cluster_that_cannot_place_a_stream_yet_is_waited_for() {
+        assert!(cluster_forming(
+            "creating stream x_jobs: jetstream error: no suitable peers for placement, peer offline (code 400, error code 10005)"
+        ));
+        assert!(cluster_forming(
+            "jetstream error: JetStream system temporarily unavailable (code 503, error code 10008)"
+        ));
+        assert!(!cluster_forming("creating stream x_jobs: jetstream error: permissions violation"));
     }
 
     #[test]
