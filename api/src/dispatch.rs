@@ -53,7 +53,7 @@ impl Dispatcher {
         let subject = self.subjects.job(&job.host, job.action);
         publish::acked(&self.js, subject, headers, Bytes::from(job.payload.clone()), self.timeout).await?;
         // The marker outlives every dispatcher clone but the last.
-        let _ = self.marks.send(job.job_id());
+        let _ = self.marks.send(job.id);
         Ok(())
     }
 

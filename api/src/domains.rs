@@ -52,8 +52,9 @@ pub async fn list(db: &Store, user: &User, server_id: i64) -> Result<Vec<Domain>
     Ok(db.domains_of(server_id).await?)
 }
 
-/// Removes `name` from the server; 404 when the server does not have it.
-pub async fn remove(db: &Store, user: &User, server_id: i64, name: &str) -> Result<(), ApiError> {
+/// Removes `name` from the server and returns it as it was stored; 404
+/// when the server does not have it.
+pub async fn remove(db: &Store, user: &User, server_id: i64, name: &str) -> Result<DomainName, ApiError> {
     let name = parse(name)?;
     let now = crate::store::now();
     transaction!(db, |q, conn| {
@@ -65,6 +66,6 @@ pub async fn remove(db: &Store, user: &User, server_id: i64, name: &str) -> Resu
             return Err(ApiError::NotFound("domain"));
         }
         q::record_activity(&mut *conn, &logged("domain.remove", user, server.owner_id, server_id, &name), now).await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(name)
     })
 }

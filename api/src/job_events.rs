@@ -103,7 +103,7 @@ impl Rows {
             None if hand_jobs.contains(&ev.job_id) => {}
             None => return Err(Rejection::UnknownJob),
         }
-        if self.jobs.get(&id).is_some_and(|job| job.job_status().is_finished()) {
+        if self.jobs.get(&id).is_some_and(|job| job.status.is_finished()) {
             return Ok(()); // a late or repeated event
         }
         if !matches!(ev.phase, JobPhase::Started) {
@@ -417,7 +417,7 @@ mod tests {
         assert!(matches!(&rejected[1].1, Rejection::Contradicts(why) if why.contains("purge")), "{rejected:?}");
         assert_eq!(job(&db, stop).await.status.as_str(), "queued");
         let row = db.server(server).await.unwrap().unwrap();
-        assert_eq!(row.status(), ServerStatus::Running);
+        assert_eq!(row.status, ServerStatus::Running);
 
         // A purge of a server whose data is still there is not a success.
         let purge = JobId::new();
@@ -439,7 +439,7 @@ mod tests {
         let done = event(id, server, Action::Delete, succeeded(ContainerState::Absent));
         record_all(&db, std::slice::from_ref(&done)).await;
         let row = db.server(server).await.unwrap().unwrap();
-        assert_eq!(row.status(), ServerStatus::Deleted);
+        assert_eq!(row.status, ServerStatus::Deleted);
         assert_eq!((row.deleted_at, row.purge_after), (Some(done.at), Some(done.at + chrono::Duration::days(7))));
     }
 }

@@ -428,7 +428,7 @@ async fn kill(state: &Lifecycle, user: &User, server_id: i64) -> Result<Server, 
     ensure_broker(state)?;
     let server = servers::get_visible(&state.db, user, server_id).await?;
     if !server.status.may_force_stop() {
-        return Err(ApiError::InvalidTransition { action: "stop", status: server.status() });
+        return Err(ApiError::InvalidTransition { action: "stop", status: server.status });
     }
     let subject = state.settings.subjects().kill(&server.host);
     let body = serde_json::to_vec(&serde_json::json!({ "server_id": server_id })).map_err(anyhow::Error::from)?;

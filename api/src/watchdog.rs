@@ -77,7 +77,7 @@ fn overdue(settings: &Settings, job: Job, now: DateTime<Utc>) -> Option<(Job, Jo
         limit.as_secs(),
     );
     let failure = JobEvent {
-        job_id: job.job_id(),
+        job_id: job.id,
         server_id: job.server_id,
         action,
         host: job.host.clone(),

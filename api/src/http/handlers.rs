@@ -258,8 +258,8 @@ pub async fn remove_domain(
     CurrentUser(user): CurrentUser,
     ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> Reply {
-    domains::remove(&state.db, &user, server_id(&id)?, &name).await?;
-    ok(StatusCode::OK, json!({ "removed": name.trim().to_ascii_lowercase() }))
+    let removed = domains::remove(&state.db, &user, server_id(&id)?, &name).await?;
+    ok(StatusCode::OK, json!({ "removed": removed }))
 }
 
 /// Worker hosts (admins only): alive or not, and what their last sync found.

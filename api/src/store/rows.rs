@@ -28,10 +28,6 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn status(&self) -> ServerStatus {
-        self.status
-    }
-
     pub fn spec(&self) -> ServerSpec {
         ServerSpec { cpus: self.cpus, memory_mb: self.memory_mb.map(|m| m as u64) }
     }
@@ -82,14 +78,6 @@ impl Job {
             started_at: None,
             finished_at: None,
         }
-    }
-
-    pub fn job_id(&self) -> JobId {
-        self.id
-    }
-
-    pub fn job_status(&self) -> JobStatus {
-        self.status
     }
 }
 
