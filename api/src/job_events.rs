@@ -107,7 +107,9 @@ impl Rows {
             return Ok(()); // a late or repeated event
         }
         if !matches!(ev.phase, JobPhase::Started) {
-            self.check_server(ev)?;
+            // A job published by hand cannot ask to keep the archives.
+            let keep_data = self.jobs.get(&id).is_some_and(crate::jobs::keeps_data);
+            self.check_server(ev, keep_data)?;
         }
         let job = self.jobs.entry(id).or_insert_with(|| {
             // A job published by hand: it shows in the API from its first event.
@@ -157,7 +159,12 @@ impl Rows {
         self.outcomes.push(entry.with_detail(format!("job {}", ev.job_id)));
         match &ev.phase {
             JobPhase::Started => {}
-            JobPhase::Succeeded { observed, .. } => self.record_server(ev, true, Some(observed), None, retention),
+            JobPhase::Succeeded { observed, detail } => {
+                // A job can succeed with something its owner should know (a
+                // system stack that did not start): it is the server's last error.
+                let warning = detail.as_ref().and_then(warning_of);
+                self.record_server(ev, true, Some(observed), warning.as_deref(), retention)
+            }
             JobPhase::Failed { error, observed, .. } => {
                 self.record_server(ev, false, observed.as_ref(), Some(error), retention)
             }
@@ -166,8 +173,9 @@ impl Rows {
     }
 
     /// An outcome may speak only for a server of the reporting host, and a
-    /// purge may report success only when nothing of the server is left.
-    fn check_server(&self, ev: &JobEvent) -> Result<(), Rejection> {
+    /// purge may report success only when nothing of the server is left
+    /// (but its archives, for a purge that keeps them).
+    fn check_server(&self, ev: &JobEvent, keep_data: bool) -> Result<(), Rejection> {
         if let Some(server) = self.servers.get(&ev.server_id)
             && server.host != ev.host
         {
@@ -177,7 +185,9 @@ impl Rows {
             )));
         }
         if let (Action::Purge, JobPhase::Succeeded { observed, .. }) = (ev.action, &ev.phase)
-            && (observed.container != ContainerState::Absent || observed.data_exists || observed.archived)
+            && (observed.container != ContainerState::Absent
+                || observed.data_exists
+                || (observed.archived && !keep_data))
         {
             return Err(Rejection::Contradicts(format!(
                 "a purge reported success while the host still has {observed:?}"
@@ -231,6 +241,18 @@ fn matches_job(job: &Job, ev: &JobEvent) -> Result<(), Rejection> {
         "job {} is a {} of server {} on host {}; the event says a {} of server {} on host {}",
         job.id, job.action, job.server_id, job.host, ev.action, ev.server_id, ev.host
     )))
+}
+
+/// Longest warning kept as a server's `last_error`.
+const WARNING_MAX_CHARS: usize = 500;
+
+/// The `warning` a succeeded job's result carries, if any, bounded.
+fn warning_of(detail: &serde_json::Value) -> Option<String> {
+    let warning = detail.get("warning")?.as_str()?;
+    Some(match warning.char_indices().nth(WARNING_MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &warning[..cut]),
+        None => warning.to_owned(),
+    })
 }
 
 fn finish(job: &mut Job, at: DateTime<Utc>, status: JobStatus, error: Option<&str>, result: Option<serde_json::Value>) {
@@ -359,6 +381,29 @@ mod tests {
             (action.as_str(), target, result.as_str()),
             ("create", format!("server:{server}"), "failed: no space")
         );
+    }
+
+    #[tokio::test]
+    async fn a_success_with_a_warning_leaves_the_server_running_with_it_as_last_error() {
+        let (_dir, db) = scratch().await;
+        let server = scratch_server(&db, "creating").await;
+        let id = queued_job(&db, server, Action::Create).await;
+        let JobPhase::Succeeded { observed, .. } = succeeded(ContainerState::Running) else { unreachable!() };
+        let warning = format!("system stack sistema did not start: {}", "x".repeat(600));
+        let detail = serde_json::json!({ "system_stack": { "status": "failed" }, "warning": warning });
+        record_all(&db, &[event(id, server, Action::Create, JobPhase::Succeeded { observed, detail: Some(detail) })])
+            .await;
+        assert_eq!(job(&db, id).await.status.as_str(), "succeeded");
+        let row = db.server(server).await.unwrap().unwrap();
+        let last_error = row.last_error.unwrap();
+        assert_eq!(row.status.as_str(), "running");
+        assert!(last_error.starts_with("system stack sistema did not start: xxx"), "{last_error}");
+        assert_eq!(last_error.chars().count(), WARNING_MAX_CHARS + 1, "bounded, with an ellipsis");
+
+        // The next success without one clears it.
+        let stop = queued_job(&db, server, Action::Stop).await;
+        record_all(&db, &[event(stop, server, Action::Stop, succeeded(ContainerState::Stopped))]).await;
+        assert_eq!(db.server(server).await.unwrap().unwrap().last_error, None);
     }
 
     #[tokio::test]

@@ -17,6 +17,13 @@ impl Job {
     }
 }
 
+/// How a purge treats the server's data (see [`JobRequest`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Purge {
+    pub keep_data: bool,
+    pub live_data: bool,
+}
+
 /// What a worker receives: the exact JSON published, kept in the row so the
 /// outbox republishes it unchanged. The fence is the creation time in
 /// microseconds: later jobs of a server carry larger fences.
@@ -26,6 +33,7 @@ pub fn payload(
     spec: Option<ServerSpec>,
     created_at: DateTime<Utc>,
     limit: std::time::Duration,
+    purge: Purge,
 ) -> String {
     let request = JobRequest {
         server_id,
@@ -33,6 +41,8 @@ pub fn payload(
         spec,
         deadline: Some(created_at + limit),
         fence: Some(created_at.timestamp_micros()),
+        keep_data: purge.keep_data,
+        live_data: purge.live_data,
     };
     serde_json::to_string(&request).expect("a job request is plain data and always serializes")
 }
@@ -46,6 +56,11 @@ pub fn created_at(last_job_at: Option<DateTime<Utc>>) -> DateTime<Utc> {
         Some(last) if last >= now => last + chrono::Duration::microseconds(1),
         _ => now,
     }
+}
+
+/// Whether a stored job is a purge that keeps the archives.
+pub fn keeps_data(job: &Job) -> bool {
+    serde_json::from_str::<JobRequest>(&job.payload).is_ok_and(|r| r.keep_data)
 }
 
 #[cfg(test)]

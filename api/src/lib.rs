@@ -17,6 +17,9 @@
 //! - [`hosts`]: which worker hosts are alive.
 //! - [`accounts`]: the rules of users and tokens (who may create, revoke, disable what).
 //! - [`domains`]: a server's domain names: who may add and remove them.
+//! - [`ports`]: host ports for a new server's published ports.
+//! - [`control`]: requests a host's workers answer at once (forced stop, port offer).
+//! - [`bulk`]: one action over many servers, for admins.
 //! - [`activity`]: the activity log: who did what to what, when, and how it ended.
 //! - [`redact`]: host paths out of what tenants read.
 //! - [`store`]: the database (SQLite or PostgreSQL), the only place that holds SQL, and its typed rows.
@@ -26,6 +29,8 @@
 pub mod accounts;
 pub mod activity;
 pub mod app;
+pub mod bulk;
+pub mod control;
 pub mod dispatch;
 pub mod domains;
 pub mod error;
@@ -37,6 +42,7 @@ pub mod job_events;
 pub mod jobs;
 pub mod lifecycle;
 pub mod monitor;
+pub mod ports;
 pub mod reconcile;
 pub mod redact;
 pub mod schedule;
@@ -60,12 +66,15 @@ pub const LAYERS: &[&[&str]] = &[
         "inbound",
         "hosts",
         "dispatch",
+        "control",
         "domains",
+        "ports",
         "job_events",
         "reconcile",
         "monitor",
         "accounts",
         "lifecycle",
+        "bulk",
         "watchdog",
         "schedule",
         "events",

@@ -4,7 +4,7 @@
 
 use async_nats::connection::State as NatsState;
 use chrono::Utc;
-use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec};
+use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec, ServerStatus};
 
 use crate::activity::Entry;
 use crate::error::ApiError;
@@ -192,16 +192,26 @@ struct Placement {
     capacity: Option<u32>,
 }
 
+/// What a create asks for; the limits not given are the configured defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<u64>,
+    /// Container ports to publish, each on a host port allocated here.
+    pub ports: Vec<u16>,
+}
+
 /// Creates a server: the name, the limits (the configured defaults for
 /// those not given, within the configured maxima) and, for a user who is
 /// not an admin, the number of live servers they have are checked; the
 /// last in the transaction of the insert, so racing creates cannot both
-/// pass it.
+/// pass it. Published ports get host ports the host offered and no other
+/// server holds (see [`crate::ports`]).
 pub async fn create(
     state: &Lifecycle,
     user: &User,
     name: &str,
-    requested: ServerSpec,
+    requested: Wanted,
     pinned: Option<&str>,
 ) -> Result<(Server, Job), ApiError> {
     let note = Note::new(Actor::User(user), "create", None);
@@ -210,11 +220,15 @@ pub async fn create(
         Err(e) => return refuse(state, &note, ApiError::invalid_field("invalid_name", "name", e)).await,
     };
     let api = &state.settings.api;
-    let spec = ServerSpec {
+    let mut spec = ServerSpec {
         cpus: requested.cpus.or(Some(api.default_cpus)),
         memory_mb: requested.memory_mb.or(Some(api.default_memory_mb)),
+        ports: Vec::new(),
     };
-    if let Err(e) = spec.validate_within(api.max_cpus, api.max_memory_mb) {
+    if let Err(e) = spec
+        .validate_within(api.max_cpus, api.max_memory_mb)
+        .and_then(|()| vsfleet_contract::ports::check_ports(requested.ports.iter().copied()))
+    {
         return refuse(state, &note, ApiError::invalid_field("invalid_spec", e.field(), e)).await;
     }
     if let Err(e) = ensure_broker(state) {
@@ -227,6 +241,14 @@ pub async fn create(
     let Placement { host, capacity } = match place(state, pinned).await {
         Ok(placement) => placement,
         Err(e) => return refuse(state, &note, e.for_viewer(user)).await,
+    };
+    let wanted_ports = requested.ports;
+    let offered = match wanted_ports.len() {
+        0 => Vec::new(),
+        n => match crate::ports::offer(&state.nats, &state.settings.subjects(), &state.db, &host, n).await {
+            Ok(offered) => offered,
+            Err(e) => return refuse(state, &note, e.for_viewer(user)).await,
+        },
     };
 
     let (owner, origin, job_id) = (user.id, Actor::User(user).origin(), JobId::new());
@@ -259,6 +281,17 @@ pub async fn create(
                     };
                     return refuse(tx, refused).await;
                 }
+                let Some(published) = crate::ports::allocate(tx, &placed, &wanted_ports, &offered).await? else {
+                    let refused = ApiError::Unavailable {
+                        code: "no_port_available",
+                        message: format!(
+                            "host {placed} has no free port left in its range for {} published ports; try again",
+                            wanted_ports.len()
+                        ),
+                    };
+                    return refuse(tx, refused).await;
+                };
+                spec.ports = published;
                 let created_at = crate::store::now();
                 let new = NewServer { owner_id: owner, name: name.as_str().to_owned(), host: placed, spec, created_at };
                 let server = tx.insert_server(&new).await?;
@@ -269,7 +302,14 @@ pub async fn create(
                     action: Action::Create,
                     host: server.host.clone(),
                     origin,
-                    payload: jobs::payload(server_id, job_id, Some(new.spec.clone()), created_at, limit),
+                    payload: jobs::payload(
+                        server_id,
+                        job_id,
+                        Some(new.spec.clone()),
+                        created_at,
+                        limit,
+                        Default::default(),
+                    ),
                     requested_by: Some(owner),
                     created_at,
                 });
@@ -292,6 +332,22 @@ pub async fn create(
 /// the request needs no read of its own (each sqlx read is a hand-off to a
 /// connection thread and back).
 pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action: Action) -> Result<Job, ApiError> {
+    request_job(state, actor, server_id, action, false).await
+}
+
+/// A purge; with `keep_data` the host keeps the server's archives and only
+/// the server's rows go (its id is never reused).
+pub async fn purge(state: &Lifecycle, actor: Actor<'_>, server_id: i64, keep_data: bool) -> Result<Job, ApiError> {
+    request_job(state, actor, server_id, Action::Purge, keep_data).await
+}
+
+async fn request_job(
+    state: &Lifecycle,
+    actor: Actor<'_>,
+    server_id: i64,
+    action: Action,
+    keep_data: bool,
+) -> Result<Job, ApiError> {
     let note = Note::new(actor, action.as_str(), Some(server_id));
     if let Err(e) = ensure_broker(state) {
         return refuse(state, &note, e).await;
@@ -321,7 +377,9 @@ pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action
                 // Start and restart may rebuild the container, so they carry the spec.
                 let spec = matches!(action, Action::Start | Action::Restart).then(|| found.spec.clone());
                 let created_at = jobs::created_at(found.last_job_at);
-                let payload = jobs::payload(typed_id, id, spec, created_at, limit);
+                let live_data = action == Action::Purge && found.status == ServerStatus::Failed;
+                let purge = jobs::Purge { keep_data, live_data };
+                let payload = jobs::payload(typed_id, id, spec, created_at, limit, purge);
                 let job = Job::queued(NewJob {
                     id,
                     server_id: typed_id,
@@ -384,7 +442,7 @@ pub async fn reap(state: &Lifecycle, host: &str, server_id: ServerId) -> Result<
         action: Action::Reap,
         host: host.to_owned(),
         origin: Actor::Scheduler.origin(),
-        payload: jobs::payload(server_id, job_id, None, created_at, limit),
+        payload: jobs::payload(server_id, job_id, None, created_at, limit, Default::default()),
         requested_by: None,
         created_at,
     });
@@ -431,15 +489,12 @@ async fn kill(state: &Lifecycle, user: &User, server_id: i64) -> Result<Server, 
         return Err(ApiError::InvalidTransition { action: "stop", status: server.status });
     }
     let subject = state.settings.subjects().kill(&server.host);
-    let body = serde_json::to_vec(&serde_json::json!({ "server_id": server_id })).map_err(anyhow::Error::from)?;
-    let unavailable = |why: String| ApiError::Unavailable { code: "host_unavailable", message: why };
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), state.nats.request(subject, body.into()))
-        .await
-        .map_err(|_| unavailable(format!("host {} did not answer the forced stop within 10 s", server.host)))?
-        .map_err(|e| unavailable(format!("host {} cannot be reached for a forced stop: {e}", server.host)))?;
-    let reply: vsfleet_contract::KillReply = serde_json::from_slice(&answer.payload).map_err(anyhow::Error::from)?;
-    let observed =
-        reply.result.map_err(|why| unavailable(format!("host {} could not kill the server: {why}", server.host)))?;
+    let body = serde_json::json!({ "server_id": server_id });
+    let reply: vsfleet_contract::KillReply =
+        crate::control::ask(&state.nats, subject, &body, &server.host, "a forced stop").await?;
+    let observed = reply
+        .result
+        .map_err(|why| crate::control::unavailable(format!("host {} could not kill the server: {why}", server.host)))?;
     tracing::warn!(server_id, host = server.host, "server force-stopped");
     let seen = vsfleet_contract::Observed {
         server_id: ServerId::new(server_id).map_err(anyhow::Error::from)?,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{Action, ContainerState, Observation, ServerId, ServerSpec};
+use vsfleet_contract::{Action, ContainerState, JobRequest, Observation, ServerId};
 use vsfleet_tests::app::spawn_app_with;
 use vsfleet_worker::consumer::{self, JobContext};
 use vsfleet_worker::error::OpError;
@@ -29,8 +29,8 @@ const JOBS: usize = 3000;
 struct Noop;
 
 impl Execute for Noop {
-    async fn run(&self, _: Action, id: ServerId, _: Option<&ServerSpec>) -> Result<Outcome, OpError> {
-        Ok(Outcome { observed: self.observe(id).await?, detail: None })
+    async fn run(&self, _: Action, job: &JobRequest) -> Result<Outcome, OpError> {
+        Ok(Outcome { observed: self.observe(job.server_id).await?, detail: None })
     }
 
     async fn observe(&self, _: ServerId) -> Result<Observation, OpError> {

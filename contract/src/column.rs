@@ -87,6 +87,7 @@ text_column!(ServerStatus, "server status", |v| v.as_str());
 text_column!(JobStatus, "job status", |v| v.as_str());
 text_column!(Action, "action", |v| v.as_str());
 text_column!(JobId, "job id", |v| v.to_string());
+text_column!(crate::ports::PortList, "port list", |v| v.to_string());
 
 // A server id is stored as the integer it is, and read back through
 // `ServerId::new`: zero or a negative number is an error naming it.

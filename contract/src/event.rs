@@ -140,6 +140,23 @@ pub struct KillReply {
     pub result: Result<Observation, String>,
 }
 
+/// Asks a host for up to `count` ports of its `worker.port_range` that
+/// are not in `exclude` (the ones the api has allocated on it already).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsRequest {
+    pub count: u16,
+    #[serde(default)]
+    pub exclude: Vec<u16>,
+}
+
+/// The host's offer, lowest first: ports that no container publishes and
+/// that a bind test on the host found free; or why it has none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortsReply {
+    pub result: Result<Vec<u16>, String>,
+}
+
 /// A worker's entry in the hosts bucket, refreshed every heartbeat; the
 /// bucket's max age drops hosts that stop refreshing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, ServerId};
+use crate::ports::{PublishedPort, check_ports, has_duplicates};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,14 @@ pub struct JobRequest {
     /// a newer job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<i64>,
+    /// Purge only: forget the server but leave its archives on disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_data: bool,
+    /// Purge only: the server is failed, not deleted, so live data is
+    /// expected: it is archived first (as a delete does), then purged with
+    /// the archives. Without it a purge refuses a server with live data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live_data: bool,
 }
 
 /// What a server's container is built from, beyond the worker's own
@@ -50,6 +59,10 @@ pub struct ServerSpec {
     /// Memory limit in MiB; `None` means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    /// TCP ports of the server published on its host, each with the host
+    /// port the api allocated for it (seed 002's port allocation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
 }
 
 /// The hard bounds of any spec, whatever the configuration: what Docker
@@ -63,6 +76,8 @@ pub enum InvalidSpec {
     Cpus { max: f64 },
     #[error("memory_mb must be between 6 and {max} (Docker's minimum is 6 MiB)")]
     Memory { max: u64 },
+    #[error("{0}")]
+    Ports(String),
 }
 
 impl InvalidSpec {
@@ -71,6 +86,7 @@ impl InvalidSpec {
         match self {
             InvalidSpec::Cpus { .. } => "cpus",
             InvalidSpec::Memory { .. } => "memory_mb",
+            InvalidSpec::Ports(_) => "ports",
         }
     }
 }
@@ -94,6 +110,11 @@ impl ServerSpec {
             && !(6..=max_memory_mb).contains(&m)
         {
             return Err(InvalidSpec::Memory { max: max_memory_mb });
+        }
+        check_ports(self.ports.iter().map(|p| p.container))?;
+        let hosts = self.ports.iter().map(|p| p.host);
+        if hosts.clone().any(|p| p == 0) || has_duplicates(hosts) {
+            return Err(InvalidSpec::Ports("host ports must be 1 to 65535 and distinct".into()));
         }
         Ok(())
     }
@@ -125,18 +146,46 @@ mod tests {
 
     #[test]
     fn limits_are_converted_for_docker() {
-        let spec = ServerSpec { cpus: Some(1.5), memory_mb: Some(512) };
+        let spec = ServerSpec { cpus: Some(1.5), memory_mb: Some(512), ports: vec![] };
         assert_eq!(spec.nano_cpus(), Some(1_500_000_000));
         assert_eq!(spec.memory_bytes(), Some(512 * 1024 * 1024));
-        assert_eq!(ServerSpec { cpus: Some(0.0), memory_mb: None }.validate().unwrap_err().field(), "cpus");
-        assert_eq!(ServerSpec { cpus: None, memory_mb: Some(1) }.validate().unwrap_err().field(), "memory_mb");
-        let huge = ServerSpec { cpus: None, memory_mb: Some(17_592_186_044_416) };
-        assert_eq!(huge.validate().unwrap_err().field(), "memory_mb");
-        assert_eq!(huge.memory_bytes(), None);
-        assert_eq!(ServerSpec { cpus: Some(f64::NAN), memory_mb: None }.validate().unwrap_err().field(), "cpus");
         assert_eq!(
-            ServerSpec { cpus: Some(2.0), memory_mb: None }.validate_within(1.0, 64).unwrap_err().field(),
+            ServerSpec { cpus: Some(0.0), memory_mb: None, ..Default::default() }.validate().unwrap_err().field(),
             "cpus"
         );
+        assert_eq!(
+            ServerSpec { cpus: None, memory_mb: Some(1), ..Default::default() }.validate().unwrap_err().field(),
+            "memory_mb"
+        );
+        let huge = ServerSpec { cpus: None, memory_mb: Some(17_592_186_044_416), ..Default::default() };
+        assert_eq!(huge.validate().unwrap_err().field(), "memory_mb");
+        assert_eq!(huge.memory_bytes(), None);
+        assert_eq!(
+            ServerSpec { cpus: Some(f64::NAN), memory_mb: None, ..Default::default() }.validate().unwrap_err().field(),
+            "cpus"
+        );
+        assert_eq!(
+            ServerSpec { cpus: Some(2.0), memory_mb: None, ..Default::default() }
+                .validate_within(1.0, 64)
+                .unwrap_err()
+                .field(),
+            "cpus"
+        );
+    }
+
+    #[test]
+    fn ports_are_few_in_range_and_distinct() {
+        let port = |container, host| PublishedPort { container, host };
+        let spec = |ports| ServerSpec { ports, ..Default::default() };
+        assert!(spec(vec![port(22, 20000), port(80, 20001)]).validate().is_ok());
+        assert_eq!(spec(vec![port(22, 20000), port(22, 20001)]).validate().unwrap_err().field(), "ports");
+        assert_eq!(spec(vec![port(22, 20000), port(80, 20000)]).validate().unwrap_err().field(), "ports");
+        assert_eq!(spec(vec![port(0, 20000)]).validate().unwrap_err().field(), "ports");
+        assert_eq!(spec(vec![port(22, 0)]).validate().unwrap_err().field(), "ports");
+        let job: JobRequest = serde_json::from_str(r#"{"server_id": 1, "keep_data": true}"#).unwrap();
+        assert!(job.keep_data);
+        let spec: ServerSpec = serde_json::from_str(r#"{"ports": [{"container": 22, "host": 20000}]}"#).unwrap();
+        assert_eq!(spec.ports, vec![port(22, 20000)]);
+        assert!(serde_json::from_str::<ServerSpec>(r#"{"ports": [{"container": 70000, "host": 1}]}"#).is_err());
     }
 }

@@ -25,6 +25,7 @@ pub mod job;
 pub mod labels;
 pub mod name;
 pub mod permissions;
+pub mod ports;
 pub mod process;
 pub mod publish;
 pub mod schedule;
@@ -36,11 +37,12 @@ pub mod telemetry;
 pub use domain::DomainName;
 pub use event::{
     ContainerState, HostPresence, InnerContainer, InnerContainers, Inventory, JobEvent, JobPhase, KillReply,
-    Observation, Observed, SeenContainer,
+    Observation, Observed, PortsReply, PortsRequest, SeenContainer,
 };
 pub use ids::{JobId, ServerId};
 pub use job::{JobRequest, ServerSpec};
 pub use name::ServerName;
+pub use ports::{MAX_PORTS, PortList, PortRange, PublishedPort};
 pub use settings::Settings;
 pub use state::{Action, JobStatus, ServerStatus};
 pub use subjects::Subjects;

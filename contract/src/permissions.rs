@@ -46,6 +46,7 @@ pub fn api(s: &Subjects) -> Permissions {
             s.jobs_wildcard(),
             format!("{p}.dead.>"),
             format!("{p}.control.*.kill"),
+            format!("{p}.control.*.ports"),
             // Streams, consumers, buckets: the api creates and owns them.
             "$JS.API.>".into(),
             format!("$JS.ACK.{}.{}.>", s.events_stream(), s.api_events_consumer()),
@@ -94,7 +95,7 @@ pub fn worker(s: &Subjects, host: &str) -> Permissions {
             // only once the api has recorded it (worker/src/report.rs).
             format!("$JS.API.CONSUMER.INFO.{}.{}", s.events_stream(), s.api_events_consumer()),
         ],
-        subscribe: vec![format!("_INBOX.{p}.worker.{host}.>"), s.kill(host)],
+        subscribe: vec![format!("_INBOX.{p}.worker.{host}.>"), s.kill(host), s.ports(host)],
         allow_responses: true,
     }
 }

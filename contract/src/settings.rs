@@ -197,6 +197,9 @@ pub struct WorkerSettings {
     /// The most servers (deleted ones not yet purged included) this host
     /// takes; the api places a new server only on a host below it.
     pub capacity: u32,
+    /// The host ports this host offers for servers' published ports
+    /// (`"FIRST-LAST"`); the api allocates from it.
+    pub port_range: crate::PortRange,
     /// Run servers unconfined: every capability but CAP_SYS_RESOURCE, no
     /// seccomp or AppArmor profile, writable /proc/sys, all devices. Only
     /// for the default-runtime stand-in for Sysbox in tests, whose inner
@@ -220,6 +223,19 @@ pub struct WorkerSettings {
     pub retry_max_ms: u64,
     /// Processes (and threads) one server may run, its inner Docker's included.
     pub pids_limit: i64,
+    /// Where templates live: each is a directory (a compose file and its
+    /// files) named by its template name. Absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates_dir: Option<PathBuf>,
+    /// The template every new server gets as its system stack, rendered
+    /// into `apps/sistema/` and brought up inside it at create (seed 000
+    /// §7). Unset: servers get no system stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_template: Option<String>,
+    /// How long a create keeps trying to bring the system stack up (the
+    /// inner Docker starting included) before it gives up and leaves the
+    /// server running with a warning. Within `api.deadlines.create`.
+    pub stack_timeout_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +304,7 @@ impl Default for Settings {
                 stop_timeout_secs: 30,
                 heartbeat_secs: 5,
                 capacity: 100,
+                port_range: crate::PortRange { first: 20000, last: 29999 },
                 unconfined: false,
                 follow_docker_events: true,
                 monitor_interval_ms: 3000,
@@ -295,6 +312,9 @@ impl Default for Settings {
                 retry_attempts: 4,
                 retry_max_ms: 20_000,
                 pids_limit: 4096,
+                templates_dir: None,
+                system_template: None,
+                stack_timeout_secs: 120,
             },
             scheduler: SchedulerSettings {
                 sync_interval_ms: 30_000,
@@ -425,7 +445,8 @@ impl Settings {
             return invalid("nats.jobs_max_bytes", "must be at least 1 MiB".into());
         }
         let api = &self.api;
-        let defaults = crate::ServerSpec { cpus: Some(api.default_cpus), memory_mb: Some(api.default_memory_mb) };
+        let defaults =
+            crate::ServerSpec { cpus: Some(api.default_cpus), memory_mb: Some(api.default_memory_mb), ports: vec![] };
         if !(api.max_cpus.is_finite() && api.max_cpus >= 0.01) {
             return invalid("api.max_cpus", "must be at least 0.01".into());
         }
@@ -461,6 +482,39 @@ impl Settings {
         }
         if self.worker.pids_limit < 1 {
             return invalid("worker.pids_limit", "must be at least 1".into());
+        }
+        self.validate_system_stack()?;
+        Ok(())
+    }
+
+    fn validate_system_stack(&self) -> Result<(), SettingsError> {
+        let invalid = |key, reason: String| Err(SettingsError::Invalid { key, reason });
+        let worker = &self.worker;
+        if let Some(dir) = &worker.templates_dir
+            && !dir.is_absolute()
+        {
+            return invalid("worker.templates_dir", format!("{dir:?} is not an absolute path"));
+        }
+        let Some(name) = &worker.system_template else { return Ok(()) };
+        if !is_template_name(name) {
+            return invalid(
+                "worker.system_template",
+                format!(
+                    "{name:?} is not a template name (a-z, 0-9, `_` and `-`, at most 63, starting with a letter or digit)"
+                ),
+            );
+        }
+        if worker.templates_dir.is_none() {
+            return invalid("worker.system_template", "needs worker.templates_dir, where the template is".into());
+        }
+        if worker.stack_timeout_secs == 0 || worker.stack_timeout_secs >= self.api.deadlines.create {
+            return invalid(
+                "worker.stack_timeout_secs",
+                format!(
+                    "must be at least 1 and below api.deadlines.create ({}s): a create also creates and starts the container",
+                    self.api.deadlines.create
+                ),
+            );
         }
         Ok(())
     }
@@ -523,6 +577,15 @@ impl NatsSettings {
     }
 }
 
+/// A template's name is a single directory name under `worker.templates_dir`:
+/// no separators or dots, so it can never name a path outside it.
+pub fn is_template_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
+}
+
 /// How a service proves who it is to NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NatsAuth<'a> {
@@ -569,6 +632,51 @@ mod tests {
         std::fs::write(&file, "[worker]\nconcurrency = \"many\"\n").unwrap();
         let err = Settings::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("concurrency"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_system_template_is_a_plain_name_in_an_absolute_templates_dir() {
+        let with = |dir: Option<&str>, name: Option<&str>| {
+            let mut s = Settings::default();
+            s.worker.templates_dir = dir.map(PathBuf::from);
+            s.worker.system_template = name.map(str::to_owned);
+            s.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(None, None).is_ok());
+        assert!(with(Some("/etc/vsfleet/templates"), None).is_ok());
+        assert!(with(Some("/etc/vsfleet/templates"), Some("sistema")).is_ok());
+        assert!(with(Some("/t"), Some("a-b_9")).is_ok());
+        for bad in ["", "../etc", "a/b", ".hidden", "-x", "_x", "Sistema", "a.b", &"x".repeat(64)] {
+            let err = with(Some("/t"), Some(bad)).unwrap_err();
+            assert!(err.contains("worker.system_template"), "{bad:?}: {err}");
+        }
+        let err = with(None, Some("sistema")).unwrap_err();
+        assert!(err.contains("worker.system_template") && err.contains("worker.templates_dir"), "{err}");
+        let err = with(Some("templates"), Some("sistema")).unwrap_err();
+        assert!(err.contains("worker.templates_dir"), "{err}");
+
+        let mut s = Settings::default();
+        s.worker.templates_dir = Some("/t".into());
+        s.worker.system_template = Some("sistema".into());
+        s.worker.stack_timeout_secs = s.api.deadlines.create;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("worker.stack_timeout_secs"), "{err}");
+        s.worker.stack_timeout_secs = 0;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn the_system_stack_is_configured_from_a_file() {
+        // Not under tempfile_dir(): another test removes that when it ends.
+        let dir = std::env::temp_dir().join(format!("vsfleet-settings-stack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stack.toml");
+        std::fs::write(&file, "[worker]\ntemplates_dir = \"/srv/templates\"\nsystem_template = \"sistema\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.worker.templates_dir.as_deref(), Some(Path::new("/srv/templates")));
+        assert_eq!(s.worker.system_template.as_deref(), Some("sistema"));
+        assert_eq!(s.worker.stack_timeout_secs, 120);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -92,7 +92,9 @@ impl Action {
             Action::Stop => matches!(status, Running),
             Action::Restart => matches!(status, Running | Stopped),
             Action::Delete => matches!(status, Running | Stopped | Missing | Failed),
-            Action::Restore | Action::Purge => matches!(status, Deleted),
+            Action::Restore => matches!(status, Deleted),
+            // A failed server's live data is archived and purged with it.
+            Action::Purge => matches!(status, Deleted | Failed),
             Action::Cleanup => matches!(status, Running),
             Action::Reap => false,
         }

@@ -18,6 +18,7 @@
 //! | the api's schedule consumer | `api-schedule`, filter `{prefix}.schedule.>` |
 //! | inner containers (core NATS, not stored) | `{prefix}.monitor.{host}` |
 //! | kill a server now (core NATS request) | `{prefix}.control.{host}.kill` |
+//! | host ports a host can offer (core NATS request) | `{prefix}.control.{host}.ports` |
 //! | dead letters | `{prefix}_dead`, subjects `{prefix}.dead.{host}.{action}` |
 //! | live hosts (KV bucket) | `{prefix}_hosts`, one key per host |
 
@@ -142,6 +143,12 @@ impl Subjects {
     /// stop must not wait behind the job in flight.
     pub fn kill(&self, host: &str) -> String {
         format!("{}.control.{host}.kill", self.prefix)
+    }
+
+    /// Request/reply: which host ports of its range a host can offer a new
+    /// server (free in Docker and in a bind test), for the api to allocate.
+    pub fn ports(&self, host: &str) -> String {
+        format!("{}.control.{host}.ports", self.prefix)
     }
 
     pub fn dead_stream(&self) -> String {

@@ -16,6 +16,7 @@ use crate::layout::DataRoot;
 use crate::monitor::Monitor;
 use crate::ops::Operations;
 use crate::report::Reporter;
+use crate::stack::StackConfig;
 use crate::watch::Watcher;
 use crate::{inventory, presence};
 
@@ -39,6 +40,10 @@ impl Worker {
         let root = DataRoot::new(settings.worker.data_root.clone());
         std::fs::create_dir_all(root.root())
             .with_context(|| format!("creating worker.data_root {}", root.root().display()))?;
+        let stack = StackConfig::from_settings(&settings.worker);
+        if let Some(stack) = &stack {
+            stack.check().context("worker.system_template: the template is not usable")?;
+        }
 
         let role = vsfleet_contract::connect::Role::Worker(&settings.worker.host_id);
         let nats = vsfleet_contract::connect::connect(&settings, role).await?;
@@ -53,6 +58,7 @@ impl Worker {
             ops: Operations {
                 containers: Containers::new(docker, settings.worker.clone(), subjects.prefix()),
                 root: root.clone(),
+                stack,
             },
             root,
             dead: crate::dead::DeadLetters::new(js.clone(), subjects.clone(), &host),
@@ -107,8 +113,10 @@ impl Worker {
         ];
         background.push(tokio::spawn(crate::control::run(
             nats.clone(),
-            settings.subjects().kill(&settings.worker.host_id),
+            settings.subjects(),
+            settings.worker.host_id.clone(),
             ctx.ops.clone(),
+            settings.worker.port_range,
             shutdown.clone(),
         )));
         if settings.worker.follow_docker_events {

@@ -183,7 +183,7 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
         };
         // Progress is signalled from fetch to ack (lock wait, Docker work,
         // reports), so a short ack wait redelivers only a job whose worker died.
-        let ack = job.with_progress(job.execute(request.spec.as_ref(), deadline)).await;
+        let ack = job.with_progress(job.execute(&request, deadline)).await;
         if let Err(error) = message.ack_with(ack).await {
             tracing::warn!(%error, ?ack, "acknowledging the job failed; it will be redelivered");
         }
@@ -214,7 +214,7 @@ impl<E: Execute> Job<'_, E> {
     /// Runs the job and says how to acknowledge its message. Past its
     /// deadline a job does not start (the api has failed it, or will), and
     /// one that runs into it is given up.
-    async fn execute(&self, spec: Option<&vsfleet_contract::ServerSpec>, deadline: Option<DateTime<Utc>>) -> AckKind {
+    async fn execute(&self, request: &vsfleet_contract::JobRequest, deadline: Option<DateTime<Utc>>) -> AckKind {
         // A job fetched just as Docker went away waits here, held with
         // progress signals, rather than spend its deliveries failing.
         let ready = async {
@@ -258,7 +258,7 @@ impl<E: Execute> Job<'_, E> {
                     tracing::info!("this job already succeeded here; reporting it again without redoing it");
                     self.ctx.ops.observe(self.server_id).await.map(|observed| Outcome { observed, detail: None })
                 } else {
-                    let attempt = self.ctx.retry.run(|| self.ctx.ops.run(self.action, self.server_id, spec));
+                    let attempt = self.ctx.retry.run(|| self.ctx.ops.run(self.action, request));
                     within(deadline, attempt).await.unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
                 };
                 if outcome.is_ok()

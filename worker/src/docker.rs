@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, ExecConfig, HostConfig, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, ExecConfig, HostConfig, PortBinding,
+    PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
@@ -168,6 +168,7 @@ impl Containers {
             image: Some(self.settings.image.clone()),
             hostname: Some(format!("server{id}")),
             labels: Some(self.labels(id)),
+            exposed_ports: (!spec.ports.is_empty()).then(|| spec.ports.iter().map(|p| tcp(p.container)).collect()),
             host_config: Some(HostConfig {
                 binds: Some(vec![
                     bind(self.root.apps_dir(id), "/apps"),
@@ -182,6 +183,7 @@ impl Containers {
                 nano_cpus: spec.nano_cpus(),
                 memory: spec.memory_bytes(),
                 pids_limit: Some(self.settings.pids_limit),
+                port_bindings: (!spec.ports.is_empty()).then(|| port_map(spec)),
                 ..self.confinement()
             }),
             ..Default::default()
@@ -223,6 +225,17 @@ impl Containers {
             format!("{:?}", have_host.binds),
             format!("{:?}", want_host.binds),
         );
+        let bindings = |map: Option<PortMap>| {
+            let mut v: Vec<(String, Vec<Option<String>>)> = map
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(port, to)| (port, to.unwrap_or_default().into_iter().map(|b| b.host_port).collect()))
+                .collect();
+            v.sort();
+            v
+        };
+        let (have_ports, want_ports) = (bindings(have_host.port_bindings), bindings(want_host.port_bindings));
+        check("ports", have_ports == want_ports, format!("{have_ports:?}"), format!("{want_ports:?}"));
         for (what, have, want) in [
             ("nano_cpus", have_host.nano_cpus, want_host.nano_cpus),
             ("memory", have_host.memory, want_host.memory),
@@ -231,6 +244,34 @@ impl Containers {
             check(what, limit(have) == limit(want), format!("{have:?}"), format!("{want:?}"));
         }
         Ok(differ)
+    }
+
+    /// The TCP host ports that containers on this engine publish, any
+    /// container's (seed 002's second layer).
+    pub async fn published_ports(&self) -> Result<std::collections::HashSet<u16>, OpError> {
+        let options = ListContainersOptions { all: true, ..Default::default() };
+        let mut bound = std::collections::HashSet::new();
+        for c in self.docker.list_containers(Some(options)).await? {
+            bound.extend(c.ports.unwrap_or_default().into_iter().filter_map(|p| p.public_port));
+            // A stopped container publishes nothing now but takes its
+            // ports back when it starts.
+            let Some(id) = c.id else { continue };
+            if c.state != Some(ContainerSummaryStateEnum::RUNNING) {
+                let inspect = match self.docker.inspect_container(&id, None).await {
+                    Ok(inspect) => inspect,
+                    Err(e) if docker_status(&e) == Some(404) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let map = inspect.host_config.and_then(|h| h.port_bindings).unwrap_or_default();
+                bound.extend(
+                    map.into_values()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|b| b.host_port.and_then(|p| p.parse::<u16>().ok())),
+                );
+            }
+        }
+        Ok(bound)
     }
 
     fn confinement(&self) -> HostConfig {
@@ -356,4 +397,19 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+fn tcp(port: u16) -> String {
+    format!("{port}/tcp")
+}
+
+/// Each published port on every address of the host.
+fn port_map(spec: &ServerSpec) -> PortMap {
+    spec.ports
+        .iter()
+        .map(|p| {
+            let binding = PortBinding { host_ip: None, host_port: Some(p.host.to_string()) };
+            (tcp(p.container), Some(vec![binding]))
+        })
+        .collect()
 }

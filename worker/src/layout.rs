@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! {data_root}/{id}/apps                    bind-mounted at /apps
+//! {data_root}/{id}/apps/sistema            the system stack, rendered from its template at create
 //! {data_root}/{id}/docker                  bind-mounted at /var/lib/docker
 //! {data_root}/{id}/vsfleet-spec.json       the spec the container was built from
 //! {data_root}/{id}-deleted-{YYYYMMDDHHMMSS}  a soft-deleted server (seed 000 §5)
@@ -23,6 +24,8 @@ pub struct DataRoot {
 
 const SPEC_FILE: &str = "vsfleet-spec.json";
 const ARCHIVE_MARK: &str = "-deleted-";
+/// The system stack's directory under `apps`, at this name in every server.
+pub const STACK_DIR: &str = "sistema";
 
 impl DataRoot {
     /// `root` must be absolute (checked with the settings).
@@ -40,6 +43,12 @@ impl DataRoot {
 
     pub fn apps_dir(&self, id: ServerId) -> PathBuf {
         self.server_dir(id).join("apps")
+    }
+
+    /// The system stack's directory (seed 000 §3.4), at `/apps/sistema`
+    /// inside the server.
+    pub fn stack_dir(&self, id: ServerId) -> PathBuf {
+        self.apps_dir(id).join(STACK_DIR)
     }
 
     pub fn docker_dir(&self, id: ServerId) -> PathBuf {
@@ -123,6 +132,7 @@ mod tests {
         let root = DataRoot::new("/srv/SERVERS");
         assert_eq!(root.apps_dir(id(42)), PathBuf::from("/srv/SERVERS/42/apps"));
         assert_eq!(root.docker_dir(id(42)), PathBuf::from("/srv/SERVERS/42/docker"));
+        assert_eq!(root.stack_dir(id(42)), PathBuf::from("/srv/SERVERS/42/apps/sistema"));
         let at = DateTime::parse_from_rfc3339("2025-12-08T12:00:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(root.archive_dir(id(42), at), PathBuf::from("/srv/SERVERS/42-deleted-20251208120000"));
     }
@@ -189,7 +199,7 @@ mod tests {
         assert_eq!(root.read_spec(id(5)), None);
         std::fs::create_dir_all(root.server_dir(id(5))).unwrap();
         assert!(root.data_exists(id(5)));
-        let spec = ServerSpec { cpus: Some(1.5), memory_mb: Some(2048) };
+        let spec = ServerSpec { cpus: Some(1.5), memory_mb: Some(2048), ..Default::default() };
         root.write_spec(id(5), &spec).unwrap();
         assert_eq!(root.read_spec(id(5)), Some(spec));
         std::fs::remove_dir_all(dir).unwrap();

@@ -3,11 +3,13 @@
 //!
 //! - [`app`]: checks Docker and the runtime, connects, runs the rest.
 //! - [`consumer`]: pulls this host's jobs, runs each under the server's lock, reports, acks.
-//! - [`control`]: requests answered at once, outside the queue (forced stop).
+//! - [`control`]: requests answered at once, outside the queue (forced stop, port offer).
+//! - [`ports`]: the host ports this host can offer a new server.
 //! - [`dead`]: jobs that will never run, copied to the dead-letter stream.
 //! - [`ops`]: the lifecycle operations, each idempotent.
 //! - [`docker`]: the container of a server: find by name, recognise by labels, create, start, stop, remove.
 //! - [`layout`]: every path under the data root, derived from a validated id.
+//! - [`stack`]: the system stack: a template rendered into a new server and brought up inside it.
 //! - [`lock`]: one job per server at a time across processes (`flock`).
 //! - [`report`]: job events to the api; [`publish`]: JetStream publishing with acknowledgement.
 //! - [`inventory`]: what the host has, for the periodic sync.
@@ -29,10 +31,12 @@ pub mod layout;
 pub mod lock;
 pub mod monitor;
 pub mod ops;
+pub mod ports;
 pub mod presence;
 pub mod publish;
 pub mod report;
 pub mod retry;
+pub mod stack;
 pub mod watch;
 
 pub use app::Worker;

@@ -4,35 +4,33 @@
 
 use chrono::Utc;
 use serde_json::json;
-use vsfleet_contract::{Action, ContainerState, Observation, ServerId, ServerSpec};
+use vsfleet_contract::{Action, ContainerState, JobRequest, Observation, ServerId, ServerSpec};
 
 use crate::docker::Containers;
 use crate::error::OpError;
 use crate::layout::DataRoot;
+use crate::stack::StackConfig;
 
 #[derive(Clone)]
 pub struct Operations {
     pub containers: Containers,
     pub root: DataRoot,
+    /// The system stack every new server gets, if one is configured.
+    pub stack: Option<StackConfig>,
 }
 
 /// Carries out jobs. [`Operations`] is the only implementation a worker
 /// binary builds; the benchmark supplies one that does no Docker work, so
 /// that no configuration can turn a production worker into a no-op.
 pub trait Execute: Send + Sync + 'static {
-    fn run(
-        &self,
-        action: Action,
-        id: ServerId,
-        spec: Option<&ServerSpec>,
-    ) -> impl Future<Output = Result<Outcome, OpError>> + Send;
+    fn run(&self, action: Action, job: &JobRequest) -> impl Future<Output = Result<Outcome, OpError>> + Send;
 
     fn observe(&self, id: ServerId) -> impl Future<Output = Result<Observation, OpError>> + Send;
 }
 
 impl Execute for Operations {
-    async fn run(&self, action: Action, id: ServerId, spec: Option<&ServerSpec>) -> Result<Outcome, OpError> {
-        Operations::run(self, action, id, spec).await
+    async fn run(&self, action: Action, job: &JobRequest) -> Result<Outcome, OpError> {
+        Operations::run(self, action, job).await
     }
 
     async fn observe(&self, id: ServerId) -> Result<Observation, OpError> {
@@ -49,7 +47,8 @@ pub struct Outcome {
 }
 
 impl Operations {
-    pub async fn run(&self, action: Action, id: ServerId, spec: Option<&ServerSpec>) -> Result<Outcome, OpError> {
+    pub async fn run(&self, action: Action, job: &JobRequest) -> Result<Outcome, OpError> {
+        let (id, spec) = (job.server_id, job.spec.as_ref());
         // A job is outside input like any other: its spec gets the api's
         // checks before any arithmetic or Docker call uses it.
         if let Some(spec) = spec {
@@ -57,13 +56,13 @@ impl Operations {
         }
         let mut detail = None;
         match action {
-            Action::Create => self.create(id, spec).await?,
+            Action::Create => detail = self.create(id, spec).await?,
             Action::Start => self.start(id, spec).await?,
             Action::Stop => self.stop(id).await?,
             Action::Restart => self.restart(id, spec).await?,
             Action::Delete => self.delete(id).await?,
             Action::Restore => self.restore(id).await?,
-            Action::Purge => self.purge(id).await?,
+            Action::Purge => self.purge(id, job.keep_data, job.live_data).await?,
             Action::Cleanup => detail = Some(self.cleanup(id).await?),
             Action::Reap => self.reap(id).await?,
         }
@@ -83,8 +82,10 @@ impl Operations {
         })
     }
 
-    /// Directories, spec file, container, started.
-    async fn create(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<(), OpError> {
+    /// Directories, spec file, container, started; then the system stack,
+    /// whose result (up, or why not) is the job's detail. Only a create
+    /// brings it up: its containers restart with the server on their own.
+    async fn create(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<Option<serde_json::Value>, OpError> {
         let spec = spec.cloned().unwrap_or_default();
         self.prepare_dirs(id, &spec).await?;
         let container = match self.containers.find_ours(id).await? {
@@ -106,7 +107,10 @@ impl Operations {
             }
             None => self.containers.create(id, &spec).await?,
         };
-        self.containers.start(&container).await
+        self.containers.start(&container).await?;
+        let Some(stack) = &self.stack else { return Ok(None) };
+        let ports: Vec<(u16, u16)> = spec.ports.iter().map(|p| (p.container, p.host)).collect();
+        Ok(Some(crate::stack::install(stack, &self.root, &self.containers, id, &container, &ports).await))
     }
 
     /// Starts the container, recreating it from the spec when it is missing.
@@ -174,9 +178,15 @@ impl Operations {
     }
 
     /// The only path that deletes user data: a deleted server's container
-    /// (if any) and archives. A server with live data is refused.
-    async fn purge(&self, id: ServerId) -> Result<(), OpError> {
+    /// (if any) and archives. A server with live data is refused. With
+    /// `keep_data` the archives stay where they are (the api forgets the
+    /// server; its id is never reused, so no new server meets them).
+    async fn purge(&self, id: ServerId, keep_data: bool, live_data: bool) -> Result<(), OpError> {
         let dir = self.root.server_dir(id);
+        if dir.exists() && live_data {
+            // A failed server: archived as a delete would, then purged below.
+            self.delete(id).await?;
+        }
         if dir.exists() {
             return Err(OpError::Refused(format!(
                 "server {id} has live data at {}; only a deleted server can be purged",
@@ -185,6 +195,12 @@ impl Operations {
         }
         if let Some(found) = self.containers.find_ours(id).await? {
             self.containers.remove(&found.id).await?;
+        }
+        if keep_data {
+            for archive in self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))? {
+                tracing::info!(archive = %archive.display(), "archive kept (purge with keep_data)");
+            }
+            return Ok(());
         }
         for archive in self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))? {
             tokio::fs::remove_dir_all(&archive).await.map_err(OpError::io("purging", archive.clone()))?;

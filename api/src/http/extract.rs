@@ -71,6 +71,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A JSON body that may be left out: no body (or an empty one) is
+/// `T::default()`; one that is there is checked as [`ApiJson`] checks it.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+            }
+            Err(e) => return Err(ApiError::BadRequest(e.body_text())),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Ok(OptionalJson(v)),
+            Err(e) if e.is_data() => Err(ApiError::invalid("invalid_body", e.to_string())),
+            Err(e) => Err(ApiError::BadRequest(format!("the body is not JSON: {e}"))),
+        }
+    }
+}
+
 /// A query string; one that does not parse is a 400.
 pub struct ApiQuery<T>(pub T);
 

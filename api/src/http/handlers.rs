@@ -5,13 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vsfleet_contract::{Action, ServerId, ServerSpec};
+use vsfleet_contract::{Action, ServerId};
 
 use super::AppState;
-use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, job_id, server_id};
+use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser, OptionalJson, job_id, server_id};
 use super::views::{self, DomainView, InnerContainerView, JobView, ServerView};
+use crate::bulk::Selection;
 use crate::error::ApiError;
-use crate::lifecycle::Actor;
+use crate::lifecycle::{Actor, Wanted};
 use crate::store::{Domain, User};
 use crate::{domains, lifecycle, monitor, servers};
 
@@ -48,8 +49,17 @@ pub struct CreateServer {
     name: String,
     cpus: Option<f64>,
     memory_mb: Option<u64>,
+    /// `[{"container": 22}]`: each gets a host port on the server's host.
+    #[serde(default)]
+    ports: Vec<WantedPort>,
     /// Admins only: the host to put the server on.
     host: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WantedPort {
+    container: u16,
 }
 
 pub async fn create_server(
@@ -57,8 +67,9 @@ pub async fn create_server(
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<CreateServer>,
 ) -> Reply {
-    let spec = ServerSpec { cpus: body.cpus, memory_mb: body.memory_mb };
-    let (server, job) = lifecycle::create(&state.lifecycle, &user, &body.name, spec, body.host.as_deref()).await?;
+    let wanted =
+        Wanted { cpus: body.cpus, memory_mb: body.memory_mb, ports: body.ports.iter().map(|p| p.container).collect() };
+    let (server, job) = lifecycle::create(&state.lifecycle, &user, &body.name, wanted, body.host.as_deref()).await?;
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
     let (server, job) = (ServerView::new(server, &user, alive.as_deref()), JobView::new(job, &user));
     ok(StatusCode::ACCEPTED, json!({ "server": server, "job": job }))
@@ -149,9 +160,8 @@ pub async fn server_action(
     let id = server_id(&id)?;
     // Create has its own route and delete is `DELETE /v1/servers/{id}`.
     let action = match action.parse::<Action>() {
-        Ok(
-            a @ (Action::Start | Action::Stop | Action::Restart | Action::Restore | Action::Purge | Action::Cleanup),
-        ) => a,
+        // Purge has its own route (it takes a body).
+        Ok(a @ (Action::Start | Action::Stop | Action::Restart | Action::Restore | Action::Cleanup)) => a,
         _ => return Err(ApiError::NotFound("route")),
     };
     if action == Action::Stop && query.force {
@@ -164,6 +174,66 @@ pub async fn server_action(
     }
     let job = lifecycle::request(&state.lifecycle, Actor::User(&user), id, action).await?;
     accepted(&state, job, &user).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeOptions {
+    /// Forget the server but leave its archives on the host.
+    #[serde(default)]
+    keep_data: bool,
+}
+
+/// `POST /v1/servers/{id}/purge`, with an optional `{"keep_data": true}`.
+pub async fn purge_server(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(options): OptionalJson<PurgeOptions>,
+) -> Reply {
+    let job = lifecycle::purge(&state.lifecycle, Actor::User(&user), server_id(&id)?, options.keep_data).await?;
+    accepted(&state, job, &user).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    action: String,
+    /// The servers, by id; or `status`: every server in it.
+    ids: Option<Vec<i64>>,
+    status: Option<String>,
+    #[serde(default)]
+    keep_data: bool,
+}
+
+/// `POST /v1/servers/bulk` (admins): one job or one refusal per server.
+pub async fn bulk(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<BulkRequest>,
+) -> Reply {
+    let action = body.action.parse::<Action>().map_err(|e| ApiError::invalid_field("invalid_bulk", "action", e))?;
+    let selection = match (body.ids, body.status) {
+        (Some(ids), None) => Selection::Ids(ids),
+        (None, Some(status)) => {
+            Selection::Status(status.parse().map_err(|e| ApiError::invalid_field("invalid_bulk", "status", e))?)
+        }
+        _ => return Err(ApiError::invalid_field("invalid_bulk", "ids", "give either ids or status")),
+    };
+    let outcomes = crate::bulk::run(&state.lifecycle, &user, action, selection, body.keep_data).await?;
+    let accepted = outcomes.iter().filter(|(_, o)| o.is_ok()).count();
+    let results: Vec<_> = outcomes
+        .into_iter()
+        .map(|(id, outcome)| match outcome {
+            Ok(job) => json!({ "server_id": id, "job": JobView::new(job, &user) }),
+            Err(refused) => {
+                let refused = refused.for_viewer(&user);
+                json!({ "server_id": id, "error": refused.body()["error"] })
+            }
+        })
+        .collect();
+    let refused = results.len() - accepted;
+    ok(StatusCode::OK, json!({ "accepted": accepted, "refused": refused, "results": results }))
 }
 
 /// The view with the server's domains.

@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/servers/{id}/domains", post(handlers::add_domain).get(handlers::server_domains))
         .route("/v1/servers/{id}/domains/{name}", delete(handlers::remove_domain))
         .route("/v1/hosts", get(handlers::hosts))
+        .route("/v1/servers/bulk", post(handlers::bulk))
+        .route("/v1/servers/{id}/purge", post(handlers::purge_server))
         .route("/v1/servers/{id}/{action}", post(handlers::server_action))
         .route("/v1/jobs/{id}", get(handlers::get_job))
         .route("/api/checkauth/vm/{id}", get(seed::checkauth))

@@ -9,13 +9,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vsfleet_contract::{Action, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, ServerStatus};
 
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, CurrentUser, bearer, cookie};
 use super::views::{JobView, ServerView};
 use crate::error::ApiError;
-use crate::lifecycle::{self, Actor};
+use crate::lifecycle::{self, Actor, Wanted};
 use crate::store::User;
 
 /// The cookie the access check reads the API token from when a browser,
@@ -124,8 +124,7 @@ async fn act(state: &AppState, user: &User, body: Control) -> Result<(StatusCode
                 .name
                 .as_deref()
                 .ok_or_else(|| ApiError::invalid_field("invalid_name", "name", "create needs a name"))?;
-            let spec = ServerSpec { cpus: None, memory_mb: None };
-            let (server, job) = lifecycle::create(&state.lifecycle, user, name, spec, None).await?;
+            let (server, job) = lifecycle::create(&state.lifecycle, user, name, Wanted::default(), None).await?;
             let id = server.id.to_string();
             let server = ServerView::new(server, user, alive().await.as_deref());
             let job = JobView::new(job, user);

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, ServerId, ServerStatus};
+use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, PublishedPort, ServerId, ServerStatus};
 
 use crate::store::{Account, Activity, Domain, InnerRow, Job, Server, Token, User};
 
@@ -32,6 +32,9 @@ pub struct ServerView {
     pub host_alive: Option<bool>,
     /// Its domain names, in order.
     pub domains: Vec<String>,
+    /// Its published TCP ports: `{"container": 22, "host": 20000}`, the
+    /// host port on its host.
+    pub ports: Vec<PublishedPort>,
 }
 
 impl ServerView {
@@ -61,6 +64,7 @@ impl ServerView {
             purge_after: s.purge_after,
             host_alive,
             domains: Vec::new(),
+            ports: s.ports.0,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
-use vsfleet_contract::{JobId, ServerId, ServerSpec, ServerStatus};
+use vsfleet_contract::{JobId, PortList, ServerId, ServerSpec, ServerStatus};
 
 use super::rows::{Checked, Job, NewServer, Server};
 
@@ -50,6 +50,7 @@ impl Server {
             updated_at: at(row, "updated_at")?,
             deleted_at: at_opt(row, "deleted_at")?,
             purge_after: at_opt(row, "purge_after")?,
+            ports: row.get("ports")?,
         })
     }
 }
@@ -120,13 +121,14 @@ pub fn checked(conn: &Connection, id: i64) -> rusqlite::Result<Option<Checked>> 
     conn.prepare_cached(super::CHECKED)?
         .query_row([id], |row| {
             let memory_mb: Option<i64> = row.get(4)?;
-            let last_job_at = row.get::<_, Option<String>>(6)?.map(|text| parse_timestamp(6, text)).transpose()?;
+            let ports: PortList = row.get(5)?;
+            let last_job_at = row.get::<_, Option<String>>(7)?.map(|text| parse_timestamp(7, text)).transpose()?;
             Ok(Checked {
                 owner_id: row.get(0)?,
                 status: row.get(1)?,
                 host: row.get(2)?,
-                spec: ServerSpec { cpus: row.get(3)?, memory_mb: memory_mb.map(|m| m as u64) },
-                busy_job: row.get(5)?,
+                spec: ServerSpec { cpus: row.get(3)?, memory_mb: memory_mb.map(|m| m as u64), ports: ports.0 },
+                busy_job: row.get(6)?,
                 last_job_at,
             })
         })
@@ -143,6 +145,7 @@ pub fn count(conn: &Connection, sql: &str, key: &dyn rusqlite::ToSql) -> rusqlit
 
 pub fn insert_server(conn: &Connection, new: &NewServer) -> rusqlite::Result<Server> {
     let memory_mb = new.spec.memory_mb.map(|m| m as i64);
+    let ports = PortList(new.spec.ports.clone());
     conn.prepare_cached(super::INSERT_SERVER)?.execute(params![
         new.owner_id,
         new.name,
@@ -150,11 +153,15 @@ pub fn insert_server(conn: &Connection, new: &NewServer) -> rusqlite::Result<Ser
         ServerStatus::Creating,
         new.spec.cpus,
         memory_mb,
+        ports,
         timestamp(new.created_at),
     ])?;
     let id = conn.last_insert_rowid();
     let id = ServerId::new(id)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into()))?;
+    each(conn, super::INSERT_PORT, &new.spec.ports, |insert, p| {
+        insert.execute(params![new.host, p.host, id, p.container])
+    })?;
     Ok(Server {
         id,
         name: new.name.clone(),
@@ -170,7 +177,14 @@ pub fn insert_server(conn: &Connection, new: &NewServer) -> rusqlite::Result<Ser
         updated_at: new.created_at,
         deleted_at: None,
         purge_after: None,
+        ports,
     })
+}
+
+pub fn taken_ports(conn: &Connection, host: &str) -> rusqlite::Result<Vec<u16>> {
+    let mut query = conn.prepare_cached(super::TAKEN_PORTS)?;
+    let rows = query.query_map([host], |row| row.get::<_, u16>(0))?;
+    rows.collect()
 }
 
 pub fn insert_jobs(conn: &Connection, jobs: &[&Job]) -> rusqlite::Result<()> {

@@ -43,7 +43,7 @@ use writer::Writer;
 /// The statements both drivers of the write path share.
 macro_rules! checked_sql {
     () => {
-        "SELECT s.owner_id, s.status, s.host, s.cpus, s.memory_mb,
+        "SELECT s.owner_id, s.status, s.host, s.cpus, s.memory_mb, s.ports,
                 (SELECT j.id FROM jobs j WHERE j.server_id = s.id AND j.status IN ('queued', 'running')
                  ORDER BY j.created_at LIMIT 1),
                 (SELECT MAX(j.created_at) FROM jobs j WHERE j.server_id = s.id)
@@ -52,8 +52,8 @@ macro_rules! checked_sql {
 }
 macro_rules! insert_server_sql {
     () => {
-        "INSERT INTO servers (owner_id, name, host, status, cpus, memory_mb, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+        "INSERT INTO servers (owner_id, name, host, status, cpus, memory_mb, ports, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
     };
 }
 pub(crate) use {checked_sql, insert_server_sql};
@@ -76,6 +76,9 @@ const UPDATE_SERVER_OUTCOME: &str = "UPDATE servers SET status = $1, container_i
      last_error = $4, deleted_at = $5, purge_after = $6, updated_at = $7 WHERE id = $8";
 const DELETE_SERVER: &str = "DELETE FROM servers WHERE id = $1";
 const CLEAR_CONTAINERS: &str = "DELETE FROM server_containers WHERE server_id = $1";
+const INSERT_PORT: &str =
+    "INSERT INTO server_ports (host, host_port, server_id, container_port) VALUES ($1, $2, $3, $4)";
+const TAKEN_PORTS: &str = "SELECT host_port FROM server_ports WHERE host = $1";
 const CLEAR_DOMAINS: &str = "DELETE FROM domains WHERE server_id = $1";
 
 /// The sqlx statements for SQLite.
@@ -346,6 +349,8 @@ reads! {
     fn servers(all: bool, owner: i64, include_deleted: bool) -> Vec<Server>;
     /// Servers per host among those that occupy one (everything but deleted).
     fn servers_per_host() -> Vec<(String, i64)>;
+    /// The ids of every server in `status`, lowest first.
+    fn servers_in(status: vsfleet_contract::ServerStatus) -> Vec<i64>;
     fn purge_due(now: DateTime<Utc>, limit: i64) -> Vec<i64>;
     fn job(id: JobId) -> Option<Job>;
     fn job_in_flight(server_id: i64) -> Option<Job>;
@@ -354,6 +359,8 @@ reads! {
     fn unpublished(before: DateTime<Utc>, limit: i64) -> Vec<Job>;
     fn inner_containers(server_id: i64) -> Vec<InnerRow>;
     fn domains_of(server_id: i64) -> Vec<Domain>;
+    /// The host ports allocated on `host`, to any server.
+    fn ports_on(host: &str) -> Vec<i32>;
     /// The domains of every server when `all`, else of `owner`'s servers.
     fn domains_visible(all: bool, owner: i64) -> Vec<Domain>;
     fn drop_stale_containers(before: DateTime<Utc>) -> u64;

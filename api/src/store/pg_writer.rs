@@ -5,13 +5,14 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use vsfleet_contract::{JobId, ServerId, ServerStatus};
+use vsfleet_contract::{JobId, PortList, ServerId, ServerStatus};
 
 use super::rows::{Checked, Job, NewServer, Server};
 use super::{checked_sql, insert_server_sql};
 
 /// The columns of `checked_sql!()`, in order.
-type CheckedColumns = (i64, ServerStatus, String, Option<f64>, Option<i64>, Option<JobId>, Option<DateTime<Utc>>);
+type CheckedColumns =
+    (i64, ServerStatus, String, Option<f64>, Option<i64>, PortList, Option<JobId>, Option<DateTime<Utc>>);
 
 pub async fn checked(conn: &mut PgConnection, id: i64) -> Result<Option<Checked>, sqlx::Error> {
     // The lock first, the read after: a statement that waited for a row
@@ -20,11 +21,11 @@ pub async fn checked(conn: &mut PgConnection, id: i64) -> Result<Option<Checked>
     // other transaction committed.
     sqlx::query("SELECT id FROM servers WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *conn).await?;
     let row: Option<CheckedColumns> = sqlx::query_as(checked_sql!()).bind(id).fetch_optional(conn).await?;
-    Ok(row.map(|(owner_id, status, host, cpus, memory_mb, busy_job, last_job_at)| Checked {
+    Ok(row.map(|(owner_id, status, host, cpus, memory_mb, ports, busy_job, last_job_at)| Checked {
         owner_id,
         status,
         host,
-        spec: vsfleet_contract::ServerSpec { cpus, memory_mb: memory_mb.map(|m| m as u64) },
+        spec: vsfleet_contract::ServerSpec { cpus, memory_mb: memory_mb.map(|m| m as u64), ports: ports.0 },
         busy_job,
         last_job_at,
     }))
@@ -41,16 +42,32 @@ pub async fn lock(conn: &mut PgConnection, key: &str) -> Result<(), sqlx::Error>
 }
 
 pub async fn insert_server(conn: &mut PgConnection, new: &NewServer) -> Result<Server, sqlx::Error> {
-    sqlx::query_as(concat!(insert_server_sql!(), " RETURNING *"))
+    let server: Server = sqlx::query_as(concat!(insert_server_sql!(), " RETURNING *"))
         .bind(new.owner_id)
         .bind(&new.name)
         .bind(&new.host)
         .bind(ServerStatus::Creating)
         .bind(new.spec.cpus)
         .bind(new.spec.memory_mb.map(|m| m as i64))
+        .bind(PortList(new.spec.ports.clone()))
         .bind(new.created_at)
-        .fetch_one(conn)
-        .await
+        .fetch_one(&mut *conn)
+        .await?;
+    for p in &new.spec.ports {
+        sqlx::query(super::INSERT_PORT)
+            .bind(&new.host)
+            .bind(i32::from(p.host))
+            .bind(server.id)
+            .bind(i32::from(p.container))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(server)
+}
+
+pub async fn taken_ports(conn: &mut PgConnection, host: &str) -> Result<Vec<u16>, sqlx::Error> {
+    let ports: Vec<i32> = sqlx::query_scalar(super::TAKEN_PORTS).bind(host).fetch_all(conn).await?;
+    Ok(ports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect())
 }
 
 pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[&Job]) -> Result<(), sqlx::Error> {

@@ -6,7 +6,7 @@
 //! reads (`from_row`).
 
 use chrono::{DateTime, Utc};
-use vsfleet_contract::{Action, JobId, JobStatus, ServerId, ServerSpec, ServerStatus};
+use vsfleet_contract::{Action, JobId, JobStatus, PortList, ServerId, ServerSpec, ServerStatus};
 
 /// A server as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -25,11 +25,13 @@ pub struct Server {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub purge_after: Option<DateTime<Utc>>,
+    /// Its published ports, allocated at create and kept until purge.
+    pub ports: PortList,
 }
 
 impl Server {
     pub fn spec(&self) -> ServerSpec {
-        ServerSpec { cpus: self.cpus, memory_mb: self.memory_mb.map(|m| m as u64) }
+        ServerSpec { cpus: self.cpus, memory_mb: self.memory_mb.map(|m| m as u64), ports: self.ports.0.clone() }
     }
 }
 

@@ -54,6 +54,13 @@ pub async fn servers_per_host<'e>(db: impl Executor<'e, Database = DB>) -> Resul
     sqlx::query_as("SELECT host, COUNT(*) FROM servers WHERE status <> 'deleted' GROUP BY host").fetch_all(db).await
 }
 
+pub async fn servers_in<'e>(
+    db: impl Executor<'e, Database = DB>,
+    status: ServerStatus,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM servers WHERE status = $1 ORDER BY id").bind(status).fetch_all(db).await
+}
+
 pub async fn rename(conn: &mut Conn, id: i64, name: &str, at: DateTime<Utc>) -> Result<Server, sqlx::Error> {
     sqlx::query_as("UPDATE servers SET name = $1, updated_at = $2 WHERE id = $3 RETURNING *")
         .bind(name)
@@ -252,6 +259,10 @@ pub async fn domains_of<'e>(db: impl Executor<'e, Database = DB>, server_id: i64
         .bind(server_id)
         .fetch_all(db)
         .await
+}
+
+pub async fn ports_on<'e>(db: impl Executor<'e, Database = DB>, host: &str) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar(super::TAKEN_PORTS).bind(host).fetch_all(db).await
 }
 
 pub async fn domains_visible<'e>(

@@ -90,6 +90,13 @@ impl Tx<'_> {
             .fetch_one(&mut **c))
     }
 
+    /// The host ports allocated on `host` (to any server).
+    pub async fn taken_ports(&mut self, host: &str) -> Result<Vec<u16>, StoreError> {
+        step!(self, |c| lite::taken_ports(c, host), |c| pg::taken_ports(c, host))
+    }
+
+    /// Inserts the server and its published ports; a host port another
+    /// server holds on the host is a unique violation.
     pub async fn insert_server(&mut self, new: &NewServer) -> Result<Server, StoreError> {
         step!(self, |c| lite::insert_server(c, new), |c| pg::insert_server(c, new))
     }
