@@ -346,7 +346,7 @@ impl Settings {
         if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .add_source(
                 config::Environment::with_prefix("VSFLEET")
                     .prefix_separator("_")
@@ -357,6 +357,10 @@ impl Settings {
             )
             .build()?
             .try_deserialize()?;
+        // Compose passes `VSFLEET_WORKER__SYSTEM_TEMPLATE=` for "none".
+        if settings.worker.system_template.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            settings.worker.system_template = None;
+        }
         settings.validate()?;
         Ok(settings)
     }

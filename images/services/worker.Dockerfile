@@ -5,6 +5,8 @@
 ARG BASE=vsfleet-base:bookworm
 FROM ${BASE}
 COPY vsfleet-worker /usr/local/bin/vsfleet-worker
+# The shipped templates (worker.templates_dir in docker-compose.yml).
+COPY templates /usr/share/vsfleet/templates
 USER 0:0
 ENTRYPOINT ["/usr/bin/tini", "--", "vsfleet-worker"]
 ARG REVISION=unknown
