@@ -32,6 +32,9 @@ pub fn jobs_stream(settings: &Settings) -> stream::Config {
         max_age: Duration::from_secs(settings.nats.jobs_max_age_secs),
         max_bytes: settings.nats.jobs_max_bytes,
         discard: stream::DiscardPolicy::New,
+        // `nats stream view` can page a work queue only through direct gets
+        // (a consumer of its own would take the jobs from the workers).
+        allow_direct: true,
         ..Default::default()
     }
 }
@@ -47,6 +50,7 @@ pub fn events_stream(settings: &Settings) -> stream::Config {
         storage: stream::StorageType::File,
         num_replicas: settings.nats.replicas,
         max_age: EVENTS_MAX_AGE,
+        allow_direct: true,
         ..Default::default()
     }
 }
@@ -80,6 +84,7 @@ pub fn dead_stream(settings: &Settings) -> stream::Config {
         max_age: Duration::from_secs(30 * 24 * 3600),
         // Forged messages land here too: bounded, the oldest go first.
         max_bytes: DEAD_MAX_BYTES,
+        allow_direct: true,
         ..Default::default()
     }
 }
@@ -256,12 +261,12 @@ pub struct BindError {
 pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Objects, SetupError> {
     let get = |config: stream::Config| async move {
         let name = config.name.clone();
-        let replicas = config.num_replicas;
+        let wanted = Editable::of(&config);
         let stream = js
             .get_or_create_stream(config)
             .await
             .map_err(|source| SetupError::Stream { name: name.clone(), source: source.into() })?;
-        match set_replicas(js, stream.cached_info(), replicas).await? {
+        match converge(js, stream.cached_info(), wanted).await? {
             true => js.get_stream(&name).await.map_err(|source| SetupError::Stream { name, source: source.into() }),
             false => Ok(stream),
         }
@@ -274,7 +279,8 @@ pub async fn ensure(js: &jetstream::Context, settings: &Settings) -> Result<Obje
     let name = bucket.bucket.clone();
     if let Ok(mut existing) = js.get_stream(format!("KV_{name}")).await {
         let info = existing.info().await.map_err(|e| SetupError::Stream { name: name.clone(), source: e.into() })?;
-        set_replicas(js, info, bucket.num_replicas).await?;
+        let wanted = Editable { replicas: bucket.num_replicas, allow_direct: info.config.allow_direct };
+        converge(js, info, wanted).await?;
     }
     let hosts = js.create_key_value(bucket).await.map_err(|source| SetupError::Bucket { name, source })?;
     Ok(Objects { jobs, events, schedule, dead, hosts })
@@ -325,14 +331,31 @@ pub async fn ensure_when_ready(
     }
 }
 
-/// Changes a stream's replicas when they differ; says whether it did.
-async fn set_replicas(js: &jetstream::Context, info: &stream::Info, replicas: usize) -> Result<bool, SetupError> {
-    if info.config.num_replicas == replicas {
+/// What of an existing stream's configuration the services bring in line
+/// with the code: what a deployment changes (its replicas) and what a
+/// release adds (direct gets for the CLI).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Editable {
+    replicas: usize,
+    allow_direct: bool,
+}
+
+impl Editable {
+    fn of(config: &stream::Config) -> Self {
+        Editable { replicas: config.num_replicas, allow_direct: config.allow_direct }
+    }
+}
+
+/// Updates a stream whose editable settings differ; says whether it did.
+async fn converge(js: &jetstream::Context, info: &stream::Info, wanted: Editable) -> Result<bool, SetupError> {
+    let have = Editable::of(&info.config);
+    if have == wanted {
         return Ok(false);
     }
     let name = info.config.name.clone();
-    tracing::info!(stream = name, from = info.config.num_replicas, to = replicas, "changing the stream's replicas");
-    let config = stream::Config { num_replicas: replicas, ..info.config.clone() };
+    tracing::info!(stream = name, ?have, ?wanted, "bringing the stream's settings in line");
+    let config =
+        stream::Config { num_replicas: wanted.replicas, allow_direct: wanted.allow_direct, ..info.config.clone() };
     js.update_stream(config).await.map_err(|source| SetupError::Stream { name, source: source.into() })?;
     Ok(true)
 }
@@ -361,6 +384,7 @@ mod tests {
         if code.duplicate_window != Duration::ZERO {
             assert_eq!(file.duplicate_window, code.duplicate_window);
         }
+        assert_eq!(file.allow_direct, code.allow_direct, "{}", code.name);
     }
 
     #[test]
@@ -377,22 +401,42 @@ mod tests {
     #[test]
     fn the_cli_stream_definitions_match_the_code() {
         let settings = Settings::default();
-        assert_same(&stream_file(include_str!("../../nats/jobs-stream.json")), &jobs_stream(&settings));
-        assert_same(&stream_file(include_str!("../../nats/events-stream.json")), &events_stream(&settings));
-        assert_same(&stream_file(include_str!("../../nats/dead-stream.json")), &dead_stream(&settings));
+        for (file, code) in [
+            (include_str!("../../nats/jobs-stream.json"), jobs_stream(&settings)),
+            (include_str!("../../nats/events-stream.json"), events_stream(&settings)),
+            (include_str!("../../nats/schedule-stream.json"), schedule_stream(&settings)),
+            (include_str!("../../nats/dead-stream.json"), dead_stream(&settings)),
+        ] {
+            assert_same(&stream_file(file), &code);
+        }
+    }
+
+    fn assert_same_consumer(raw: &str, code: &pull::Config) {
+        let file: pull::Config = serde_json::from_str(raw).expect("a valid consumer definition");
+        let name = &code.durable_name;
+        assert_eq!(file.durable_name, code.durable_name);
+        assert_eq!(file.filter_subject, code.filter_subject, "{name:?}");
+        assert_eq!(file.filter_subjects, code.filter_subjects, "{name:?}");
+        assert_eq!(file.deliver_policy, code.deliver_policy, "{name:?}");
+        assert_eq!(file.ack_policy, code.ack_policy, "{name:?}");
+        assert_eq!(file.ack_wait, code.ack_wait, "{name:?}");
+        // The server reads 0 and -1 alike: no limit.
+        assert_eq!(file.max_deliver.max(0), code.max_deliver.max(0), "{name:?}");
+        assert_eq!(file.replay_policy, code.replay_policy, "{name:?}");
+        assert_eq!(file.max_ack_pending.max(0), code.max_ack_pending.max(0), "{name:?}");
+        assert_eq!(file.inactive_threshold, code.inactive_threshold, "{name:?}");
     }
 
     #[test]
-    fn the_cli_consumer_definitions_match_the_subjects() {
-        let subjects = Settings::default().subjects();
-        let worker: serde_json::Value = serde_json::from_str(include_str!("../../nats/worker-consumer.json")).unwrap();
-        assert_eq!(worker["durable_name"], subjects.worker_consumer("host1"));
-        assert_eq!(worker["filter_subject"], subjects.host_jobs_filter("host1"));
-        assert_eq!(worker["max_deliver"], Settings::default().nats.max_deliver);
-        let ack_wait = Duration::from_secs(Settings::default().nats.ack_wait_secs).as_nanos() as u64;
-        assert_eq!(worker["ack_wait"], ack_wait);
-        let api: serde_json::Value = serde_json::from_str(include_str!("../../nats/api-consumer.json")).unwrap();
-        assert_eq!(api["durable_name"], subjects.api_events_consumer());
-        assert_eq!(api["filter_subject"], subjects.api_events_filter());
+    fn the_cli_consumer_definitions_match_the_code() {
+        let settings = Settings::default();
+        for (file, code) in [
+            (include_str!("../../nats/worker-consumer.json"), jobs_consumer(&settings, "host1")),
+            (include_str!("../../nats/sync-consumer.json"), sync_consumer(&settings, "host1")),
+            (include_str!("../../nats/api-consumer.json"), api_events_consumer(&settings)),
+            (include_str!("../../nats/api-schedule-consumer.json"), api_schedule_consumer(&settings)),
+        ] {
+            assert_same_consumer(file, &code);
+        }
     }
 }

@@ -23,6 +23,7 @@ mod outage;
 mod placement;
 mod ports;
 mod purge;
+mod runbook;
 mod schedule;
 mod seed;
 mod stack;
