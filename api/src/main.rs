@@ -85,8 +85,8 @@ enum TokenCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    vsfleet_contract::telemetry::init();
     let settings = Settings::load(cli.config.as_deref())?;
+    vsfleet_contract::telemetry::init(settings.log.format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(settings.api.listen)

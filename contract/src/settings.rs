@@ -21,6 +21,22 @@ pub struct Settings {
     pub api: ApiSettings,
     pub worker: WorkerSettings,
     pub scheduler: SchedulerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `human` (one readable line per event) or `json` (one JSON object
+    /// per line, for a log shipper).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -321,6 +337,7 @@ impl Default for Settings {
                 cleanup_interval_ms: 60_000,
                 purge_interval_ms: 60_000,
             },
+            log: LogSettings { format: LogFormat::Human },
         }
     }
 }

@@ -1,11 +1,18 @@
 //! Logging for the three binaries: `RUST_LOG` filters (default `info`),
-//! output on stderr, colours only on a terminal so log files stay plain.
+//! output on stderr; `log.format` chooses readable lines (colours only on a
+//! terminal, so log files stay plain) or one JSON object a line, with the
+//! fields of every span the event is in (the job and server ids).
 
-pub fn init() {
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::LogFormat;
+
+pub fn init(format: LogFormat) {
     use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(false).with_span_list(true).init(),
+    }
 }

@@ -34,11 +34,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
+    let settings = Settings::load(cli.config.as_deref())?;
     // A check answers in one line (its error, or "healthy"): no log.
     if matches!(command, Command::Run) {
-        vsfleet_contract::telemetry::init();
+        vsfleet_contract::telemetry::init(settings.log.format);
     }
-    let settings = Settings::load(cli.config.as_deref())?;
     match command {
         Command::Run => {
             let scheduler = Scheduler::build(&settings).await?;

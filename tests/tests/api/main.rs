@@ -18,6 +18,7 @@ mod hygiene;
 mod invariants;
 mod lifecycle;
 mod limits;
+mod logs;
 mod monitor;
 mod outage;
 mod placement;
