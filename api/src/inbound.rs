@@ -95,6 +95,7 @@ impl Inbound {
         msg_id: Option<String>,
     ) -> Result<(), DeadLetterError> {
         self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+        crate::metrics::get().rejected.with_label_values(&[kind.as_str()]).inc();
         tracing::warn!(
             kind = kind.as_str(),
             subject = dead::one_line(subject),

@@ -256,6 +256,11 @@ fn warning_of(detail: &serde_json::Value) -> Option<String> {
 }
 
 fn finish(job: &mut Job, at: DateTime<Utc>, status: JobStatus, error: Option<&str>, result: Option<serde_json::Value>) {
+    let metrics = crate::metrics::get();
+    let labels = [job.action.as_str(), status.as_str()];
+    metrics.jobs.with_label_values(&labels).inc();
+    let seconds = (at - job.created_at).to_std().unwrap_or_default().as_secs_f64();
+    metrics.job_seconds.with_label_values(&labels).observe(seconds);
     job.status = status;
     job.error = error.map(str::to_owned);
     job.result = result.map(sqlx::types::Json);

@@ -25,6 +25,7 @@
 //! - [`store`]: the database (SQLite or PostgreSQL), the only place that holds SQL, and its typed rows.
 //! - [`servers`], [`jobs`], [`users`]: what the api does with those rows (views, payloads, tokens).
 //! - [`error`]: the one HTTP error type.
+//! - [`metrics`]: the api's Prometheus metrics.
 
 pub mod accounts;
 pub mod activity;
@@ -41,6 +42,7 @@ pub mod inbound;
 pub mod job_events;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod monitor;
 pub mod ports;
 pub mod reconcile;
@@ -61,7 +63,7 @@ pub use http::AppState;
 /// wiring. Checked by the test below.
 pub const LAYERS: &[&[&str]] = &[
     &["store"],
-    &["redact", "users", "jobs", "servers", "activity", "error"],
+    &["redact", "users", "jobs", "servers", "activity", "error", "metrics"],
     &[
         "inbound",
         "hosts",

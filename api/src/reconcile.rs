@@ -95,6 +95,7 @@ pub async fn apply(store: &Store, host: &str, inventory: &HostInventory) -> anyh
         }
         Ok::<_, anyhow::Error>(plan)
     })
+    .inspect(|plan| crate::metrics::get().drift.with_label_values(&["sync"]).inc_by(plan.changes.len() as u64))
 }
 
 /// Why an observation was not applied.
@@ -142,6 +143,7 @@ pub async fn apply_observed(store: &Store, seen: &Observed) -> Result<(), Applie
         Ok::<_, Applied>(status)
     })?;
     tracing::info!(server_id = id, cause = seen.cause, %status, "drift recorded");
+    crate::metrics::get().drift.with_label_values(&["docker"]).inc();
     Ok(())
 }
 

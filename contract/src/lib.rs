@@ -23,6 +23,7 @@ pub mod ids;
 pub mod jetstream;
 pub mod job;
 pub mod labels;
+pub mod metrics;
 pub mod name;
 pub mod permissions;
 pub mod ports;

@@ -191,6 +191,9 @@ pub struct SchedulerSettings {
     pub cleanup_interval_ms: u64,
     /// Deleted servers past `purge_after` are purged.
     pub purge_interval_ms: u64,
+    /// Where `GET /metrics` answers; unset: no metrics listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +219,10 @@ pub struct WorkerSettings {
     /// The host ports this host offers for servers' published ports
     /// (`"FIRST-LAST"`); the api allocates from it.
     pub port_range: crate::PortRange,
+    /// Where `GET /metrics` answers; unset: no metrics listener (two
+    /// worker processes on one host each need their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Run servers unconfined: every capability but CAP_SYS_RESOURCE, no
     /// seccomp or AppArmor profile, writable /proc/sys, all devices. Only
     /// for the default-runtime stand-in for Sysbox in tests, whose inner
@@ -321,6 +328,7 @@ impl Default for Settings {
                 heartbeat_secs: 5,
                 capacity: 100,
                 port_range: crate::PortRange { first: 20000, last: 29999 },
+                metrics_listen: None,
                 unconfined: false,
                 follow_docker_events: true,
                 monitor_interval_ms: 3000,
@@ -336,6 +344,7 @@ impl Default for Settings {
                 sync_interval_ms: 30_000,
                 cleanup_interval_ms: 60_000,
                 purge_interval_ms: 60_000,
+                metrics_listen: None,
             },
             log: LogSettings { format: LogFormat::Human },
         }

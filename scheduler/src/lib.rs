@@ -19,6 +19,36 @@ pub struct Scheduler {
     js: jetstream::Context,
     subjects: Subjects,
     intervals: Vec<(Periodic, Duration)>,
+    metrics: Option<tokio::net::TcpListener>,
+}
+
+/// The scheduler's metrics (`GET /metrics` on `scheduler.metrics_listen`).
+pub mod metrics {
+    use std::sync::LazyLock;
+
+    use prometheus::{IntCounterVec, Registry};
+
+    pub struct Metrics {
+        pub registry: Registry,
+        /// Ticks by kind and outcome: `emitted`, `duplicate` (another
+        /// replica's), `failed`.
+        pub ticks: IntCounterVec,
+    }
+
+    static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+        let registry = Registry::new();
+        let ticks = vsfleet_contract::metrics::counter(
+            &registry,
+            "vsfleet_scheduler_ticks_total",
+            "Periodic jobs emitted, by kind and outcome",
+            &["kind", "outcome"],
+        );
+        Metrics { registry, ticks }
+    });
+
+    pub fn get() -> &'static Metrics {
+        &METRICS
+    }
 }
 
 impl Scheduler {
@@ -34,11 +64,17 @@ impl Scheduler {
             (Periodic::Cleanup, Duration::from_millis(s.cleanup_interval_ms)),
             (Periodic::Purge, Duration::from_millis(s.purge_interval_ms)),
         ];
-        Ok(Self { js, subjects: settings.subjects(), intervals })
+        let metrics = match s.metrics_listen {
+            Some(listen) => Some(vsfleet_contract::metrics::bind(listen, "scheduler.metrics_listen").await?),
+            None => None,
+        };
+        Ok(Self { js, subjects: settings.subjects(), intervals, metrics })
     }
 
     /// Emits every kind at the start of each of its periods until shut down.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let registry = metrics::get().registry.clone();
+        let listener = self.metrics.map(|l| vsfleet_contract::metrics::serve(l, registry, shutdown.clone()));
         let tasks: Vec<_> = self
             .intervals
             .iter()
@@ -49,7 +85,7 @@ impl Scheduler {
                 tokio::spawn(async move { emit_every(js, subject, kind, every, shutdown).await })
             })
             .collect();
-        for task in tasks {
+        for task in tasks.into_iter().chain(listener) {
             let _ = task.await;
         }
     }
@@ -70,13 +106,21 @@ async fn emit_every(
             _ = tokio::time::sleep(until_next_period(every, Utc::now())) => {}
         }
         let tick = Tick::at(kind, every, Utc::now());
-        match emit(&js, &subject, &tick).await {
-            Ok(true) => tracing::debug!(id = tick.message_id(), "emitted"),
-            Ok(false) => tracing::debug!(id = tick.message_id(), "already emitted by another replica"),
-            Err(error) => {
-                tracing::warn!(id = tick.message_id(), error = format!("{error:#}"), "cannot emit; next period will")
+        let outcome = match emit(&js, &subject, &tick).await {
+            Ok(true) => {
+                tracing::debug!(id = tick.message_id(), "emitted");
+                "emitted"
             }
-        }
+            Ok(false) => {
+                tracing::debug!(id = tick.message_id(), "already emitted by another replica");
+                "duplicate"
+            }
+            Err(error) => {
+                tracing::warn!(id = tick.message_id(), error = format!("{error:#}"), "cannot emit; next period will");
+                "failed"
+            }
+        };
+        metrics::get().ticks.with_label_values(&[kind.as_str(), outcome]).inc();
     }
 }
 

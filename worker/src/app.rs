@@ -29,6 +29,7 @@ pub struct Worker {
     hosts: kv::Store,
     ctx: Arc<JobContext<Operations>>,
     health: tokio::sync::watch::Sender<Option<String>>,
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Worker {
@@ -76,7 +77,11 @@ impl Worker {
         presence::announce(&hosts, &settings.worker.host_id, chrono::Utc::now(), None, settings.worker.capacity)
             .await
             .context("announcing this host in the hosts bucket")?;
-        Ok(Self { settings, nats, js, consumer, sync, hosts, ctx, health: health_tx })
+        let metrics = match settings.worker.metrics_listen {
+            Some(listen) => Some(vsfleet_contract::metrics::bind(listen, "worker.metrics_listen").await?),
+            None => None,
+        };
+        Ok(Self { settings, nats, js, consumer, sync, hosts, ctx, health: health_tx, metrics })
     }
 
     pub fn operations(&self) -> &Operations {
@@ -86,7 +91,7 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then lets running jobs finish
     /// (up to a deadline) before returning.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let Worker { settings, nats, js, consumer, sync, hosts, ctx, health } = self;
+        let Worker { settings, nats, js, consumer, sync, hosts, ctx, health, metrics } = self;
         let heartbeat = Duration::from_secs(settings.worker.heartbeat_secs);
         tracing::info!(host = settings.worker.host_id, data_root = %settings.worker.data_root.display(), "worker consuming jobs");
         let mut background = vec![
@@ -111,6 +116,10 @@ impl Worker {
                 shutdown.clone(),
             )),
         ];
+        if let Some(listener) = metrics {
+            let registry = crate::metrics::get().registry.clone();
+            background.push(vsfleet_contract::metrics::serve(listener, registry, shutdown.clone()));
+        }
         background.push(tokio::spawn(crate::control::run(
             nats.clone(),
             settings.subjects(),

@@ -215,6 +215,13 @@ impl<E: Execute> Job<'_, E> {
     /// deadline a job does not start (the api has failed it, or will), and
     /// one that runs into it is given up.
     async fn execute(&self, request: &vsfleet_contract::JobRequest, deadline: Option<DateTime<Utc>>) -> AckKind {
+        let started = std::time::Instant::now();
+        let record = |outcome: &str| {
+            let metrics = crate::metrics::get();
+            let labels = [self.action.as_str(), outcome];
+            metrics.jobs.with_label_values(&labels).inc();
+            metrics.job_seconds.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+        };
         // A job fetched just as Docker went away waits here, held with
         // progress signals, rather than spend its deliveries failing.
         let ready = async {
@@ -258,7 +265,7 @@ impl<E: Execute> Job<'_, E> {
                     tracing::info!("this job already succeeded here; reporting it again without redoing it");
                     self.ctx.ops.observe(self.server_id).await.map(|observed| Outcome { observed, detail: None })
                 } else {
-                    let attempt = self.ctx.retry.run(|| self.ctx.ops.run(self.action, request));
+                    let attempt = self.ctx.retry.run(self.action.as_str(), || self.ctx.ops.run(self.action, request));
                     within(deadline, attempt).await.unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
                 };
                 if outcome.is_ok()
@@ -274,6 +281,7 @@ impl<E: Execute> Job<'_, E> {
             Ok(outcome) => {
                 let seen = &outcome.observed;
                 tracing::info!(container = ?seen.container, data_exists = seen.data_exists, "job succeeded");
+                record("succeeded");
                 JobPhase::Succeeded { observed: outcome.observed, detail: outcome.detail }
             }
             Err(error) => {
@@ -281,9 +289,11 @@ impl<E: Execute> Job<'_, E> {
                 let last = self.attempt >= self.ctx.max_deliver as u64;
                 if !permanent && !last {
                     tracing::warn!(error = format!("{error:#}"), "job failed transiently; will retry");
+                    record("retried");
                     return AckKind::Nak(Some(self.backoff()));
                 }
                 tracing::error!(error = format!("{error:#}"), permanent, "job failed");
+                record("failed");
                 JobPhase::Failed {
                     error: describe(&error, permanent, self.attempt),
                     permanent,

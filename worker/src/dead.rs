@@ -40,6 +40,7 @@ impl DeadLetters {
         };
         match dead::bury(&self.js, letter).await {
             Ok(()) => {
+                crate::metrics::get().dead_letters.with_label_values(&[what]).inc();
                 tracing::error!(reason, "job buried in the dead-letter stream");
                 AckKind::Term
             }

@@ -17,6 +17,7 @@
 //! - [`monitor`]: the containers inside each running server.
 //! - [`presence`]: this host in the hosts bucket.
 //! - [`error`]: why a job failed and whether a retry can help.
+//! - [`metrics`]: the worker's Prometheus metrics.
 
 pub mod app;
 pub mod consumer;
@@ -29,6 +30,7 @@ pub mod health;
 pub mod inventory;
 pub mod layout;
 pub mod lock;
+pub mod metrics;
 pub mod monitor;
 pub mod ops;
 pub mod ports;

@@ -34,8 +34,9 @@ impl Policy {
         }
     }
 
-    /// Runs `action` until it succeeds, fails permanently, or the policy is spent.
-    pub async fn run<T, F, Fut>(&self, action: F) -> Result<T, OpError>
+    /// Runs `action` until it succeeds, fails permanently, or the policy is
+    /// spent; `what` (the job's action) labels the retries counted.
+    pub async fn run<T, F, Fut>(&self, what: &str, action: F) -> Result<T, OpError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
@@ -52,6 +53,7 @@ impl Policy {
             .when(|e: &OpError| !e.is_permanent())
             .notify(|error: &OpError, after: Duration| {
                 tracing::warn!(error = format!("{error:#}"), ?after, "transient failure; trying again");
+                crate::metrics::get().retries.with_label_values(&[what]).inc();
             })
             .await
     }
@@ -75,7 +77,9 @@ mod tests {
     async fn transient_failures_are_retried_until_success() {
         let calls = AtomicUsize::new(0);
         let out = policy(4)
-            .run(|| async { if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(transient()) } else { Ok("done") } })
+            .run("test", || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(transient()) } else { Ok("done") }
+            })
             .await;
         assert_eq!(out.unwrap(), "done");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -85,7 +89,7 @@ mod tests {
     async fn tries_are_bounded() {
         let calls = AtomicUsize::new(0);
         let out: Result<(), _> = policy(3)
-            .run(|| async {
+            .run("test", || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(transient())
             })
@@ -101,7 +105,7 @@ mod tests {
             Policy { attempts: 100, max_total: Duration::from_millis(50), first_delay: Duration::from_millis(20) };
         let started = std::time::Instant::now();
         let out: Result<(), _> = slow
-            .run(|| async {
+            .run("test", || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(transient())
             })
@@ -115,7 +119,7 @@ mod tests {
     async fn permanent_failures_are_not_retried() {
         let calls = AtomicUsize::new(0);
         let out: Result<(), _> = policy(5)
-            .run(|| async {
+            .run("test", || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(OpError::Refused("no".into()))
             })

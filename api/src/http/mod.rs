@@ -5,6 +5,7 @@
 mod accounts;
 mod extract;
 mod handlers;
+mod metrics;
 pub mod seed;
 pub mod serve;
 pub mod views;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/servers", post(handlers::create_server).get(handlers::list_servers))
         .route(
             "/v1/servers/{id}",
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/{id}/enable", post(accounts::enable_user))
         .route("/v1/tokens/{id}", delete(accounts::revoke_token))
         .route("/v1/activity", get(accounts::activity))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -19,6 +19,7 @@ mod invariants;
 mod lifecycle;
 mod limits;
 mod logs;
+mod metrics;
 mod monitor;
 mod outage;
 mod placement;

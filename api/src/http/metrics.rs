@@ -1,0 +1,59 @@
+//! `GET /metrics` and the middleware that times every routed request.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+use crate::metrics;
+
+/// Counts and times a request under its route's pattern (`/v1/servers/{id}`),
+/// so the labels stay few whatever the ids.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let labels = [route.as_str(), method.as_str(), status.as_str()];
+    let m = metrics::get();
+    m.requests.with_label_values(&labels).inc();
+    m.request_seconds.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The registry, with the gauges read now. Unauthenticated, like the
+/// probes: it names hosts and counts, never a tenant's data.
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let m = metrics::get();
+    let settings = &state.settings;
+    if let Some(alive) = state.lifecycle.registry.alive_known(3 * settings.worker.heartbeat_secs as i64) {
+        m.hosts_alive.set(alive.len() as i64);
+    }
+    match state.db.jobs_in_flight().await {
+        Ok(jobs) => {
+            let mut per_host: HashMap<String, i64> = HashMap::new();
+            for job in jobs {
+                *per_host.entry(job.host).or_default() += 1;
+            }
+            m.jobs_waiting.reset();
+            for (host, n) in per_host {
+                m.jobs_waiting.with_label_values(&[host.as_str()]).set(n);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "metrics: cannot count the jobs in flight"),
+    }
+    let js = async_nats::jetstream::new(state.lifecycle.nats.clone());
+    let dead = async {
+        let mut stream = js.get_stream(settings.subjects().dead_stream()).await.ok()?;
+        stream.info().await.ok().map(|info| info.state.messages)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), dead).await {
+        Ok(Some(messages)) => m.dead_letters.set(messages as i64),
+        _ => tracing::warn!("metrics: cannot read the dead-letter stream"),
+    }
+    vsfleet_contract::metrics::render(&m.registry)
+}
