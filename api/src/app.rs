@@ -64,6 +64,7 @@ impl Application {
             tokens: crate::users::TokenCache::default(),
             inbound,
             syncs: Arc::default(),
+            closing: CancellationToken::new(),
         };
         Ok(Self { listener, state, events, schedule, monitor, marker })
     }
@@ -97,6 +98,13 @@ impl Application {
             tokio::spawn(crate::watchdog::run(state.db.clone(), state.settings.clone(), shutdown.clone())),
         ];
         tracing::info!(addr = %listener.local_addr()?, "api listening");
+        // Streams that never end by themselves (the event feed) end here.
+        let closing = state.closing.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            closing.cancel()
+        });
         let stop = shutdown.clone();
         let limits = http::serve::Limits::from_settings(&state.settings.api);
         http::serve::serve(listener, http::router(state.clone()), limits, stop).await.context("http server")?;

@@ -58,6 +58,11 @@ async fn handle(state: &Lifecycle, tick: &Tick) -> anyhow::Result<()> {
             if dropped > 0 {
                 tracing::info!(dropped, "cleanup: stale inner-container rows dropped");
             }
+            let kept = chrono::Duration::seconds(state.settings.api.events_retention_secs as i64);
+            let dropped = state.db.drop_changes(Utc::now() - kept).await?;
+            if dropped > 0 {
+                tracing::info!(dropped, "cleanup: change-feed entries past api.events_retention_secs dropped");
+            }
             Ok(())
         }
         Periodic::Purge => purge_expired(state).await,

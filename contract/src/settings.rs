@@ -125,6 +125,9 @@ pub struct ApiSettings {
     /// Inner-container rows not refreshed for this long are dropped by the
     /// stale cleanup (seed 003 §3.4: five minutes).
     pub container_rows_ttl_secs: u64,
+    /// How long the change feed behind `GET /v1/events` is kept: a client
+    /// that reconnects within it misses nothing.
+    pub events_retention_secs: u64,
     /// How long each action may take, from request to result, before the
     /// watchdog marks its job failed (and the worker gives it up).
     pub deadlines: Deadlines,
@@ -296,6 +299,7 @@ impl Default for Settings {
                 outbox_interval_ms: 1000,
                 remove_orphans: false,
                 container_rows_ttl_secs: 300,
+                events_retention_secs: 7200,
                 deadlines: Deadlines {
                     create: 900,
                     start: 600,

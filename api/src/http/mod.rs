@@ -3,6 +3,7 @@
 //! `accounts`.
 
 mod accounts;
+mod events;
 mod extract;
 mod handlers;
 mod metrics;
@@ -30,6 +31,8 @@ pub struct AppState {
     /// The checks of every message heard from NATS, and their rejections (for `/v1/hosts`).
     pub inbound: crate::inbound::Inbound,
     pub syncs: Syncs,
+    /// Cancelled when the api shuts down: open event streams end with it.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/servers/{id}/purge", post(handlers::purge_server))
         .route("/v1/servers/{id}/{action}", post(handlers::server_action))
         .route("/v1/jobs/{id}", get(handlers::get_job))
+        .route("/v1/events", get(events::follow))
         .route("/api/checkauth/vm/{id}", get(seed::checkauth))
         .route("/api/vm/control", post(seed::control))
         .route("/v1/users", post(accounts::create_user).get(accounts::list_users))

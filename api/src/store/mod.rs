@@ -35,7 +35,8 @@ use sqlx::{PgPool, Sqlite, SqlitePool, Transaction};
 use vsfleet_contract::JobId;
 
 pub use rows::{
-    Account, Activity, Checked, Domain, Entry, InnerRow, Job, Known, NewJob, NewServer, Server, Token, User,
+    Account, Activity, Change, Checked, Cursor, Domain, Entry, InnerRow, Job, Known, NewJob, NewServer, Server, Token,
+    User,
 };
 pub use tx::Tx;
 use writer::Writer;
@@ -90,6 +91,12 @@ pub mod lite {
             ""
         };
     }
+    /// One writer: every committed change is final, in id order.
+    macro_rules! settled {
+        () => {
+            "1 = 1"
+        };
+    }
     include!("sql.rs");
 }
 
@@ -99,6 +106,13 @@ pub mod pg {
     macro_rules! for_update {
         () => {
             " FOR UPDATE"
+        };
+    }
+    /// Changes of transactions older than every one still running: a change
+    /// not seen yet cannot sort before them (migrations/postgres/0004).
+    macro_rules! settled {
+        () => {
+            "tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
         };
     }
     include!("sql.rs");
@@ -364,6 +378,12 @@ reads! {
     /// The domains of every server when `all`, else of `owner`'s servers.
     fn domains_visible(all: bool, owner: i64) -> Vec<Domain>;
     fn drop_stale_containers(before: DateTime<Utc>) -> u64;
+    /// The change feed after `after`, oldest first; every server's when
+    /// `all`, else `owner`'s.
+    fn changes_after(all: bool, owner: i64, after: Cursor, limit: i64) -> Vec<Change>;
+    /// Where the feed ends now.
+    fn changes_head() -> Cursor;
+    fn drop_changes(before: DateTime<Utc>) -> u64;
     fn user_by_token_hash(hash: &str) -> Option<User>;
     fn account(id: i64) -> Option<Account>;
     fn account_by_email(email: &str) -> Option<Account>;

@@ -235,3 +235,48 @@ pub struct InnerRow {
     pub created: String,
     pub updated_at: DateTime<Utc>,
 }
+
+/// One entry of the change feed (`changes`, written by triggers): a
+/// server's new status (`purged` when its row went), or a job's.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Change {
+    pub id: i64,
+    /// PostgreSQL's transaction id; 0 on SQLite.
+    pub tx: i64,
+    pub at: DateTime<Utc>,
+    pub owner_id: Option<i64>,
+    pub server_id: i64,
+    pub job_id: Option<String>,
+    pub action: Option<String>,
+    pub status: String,
+}
+
+impl Change {
+    pub fn cursor(&self) -> Cursor {
+        Cursor { tx: self.tx, id: self.id }
+    }
+}
+
+/// A place in the change feed: what a client resumes after (the SSE event
+/// id, `"{tx}.{id}"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+pub struct Cursor {
+    pub tx: i64,
+    pub id: i64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.tx, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an event id (TX.ID)");
+        let (tx, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Cursor { tx: tx.parse().map_err(|_| bad())?, id: id.parse().map_err(|_| bad())? })
+    }
+}

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Executor;
 use vsfleet_contract::{JobId, ServerStatus};
 
-use crate::store::rows::{Account, Activity, Domain, InnerRow, Job, Known, Server, Token, User};
+use crate::store::rows::{Account, Activity, Change, Cursor, Domain, InnerRow, Job, Known, Server, Token, User};
 
 pub type Conn = <DB as sqlx::Database>::Connection;
 pub type Pool = sqlx::Pool<DB>;
@@ -250,6 +250,42 @@ pub async fn drop_stale_containers<'e>(
     before: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM server_containers WHERE updated_at < $1").bind(before).execute(db).await?.rows_affected())
+}
+
+// ---- the change feed ----
+
+pub async fn changes_after<'e>(
+    db: impl Executor<'e, Database = DB>,
+    all: bool,
+    owner: i64,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<Change>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT id, tx, at, owner_id, server_id, job_id, action, status FROM changes
+         WHERE (tx > $1 OR (tx = $1 AND id > $2)) AND ($3 OR owner_id = $4) AND ",
+        settled!(),
+        " ORDER BY tx, id LIMIT $5"
+    ))
+    .bind(after.tx)
+    .bind(after.id)
+    .bind(all)
+    .bind(owner)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn changes_head<'e>(db: impl Executor<'e, Database = DB>) -> Result<Cursor, sqlx::Error> {
+    let head: Option<Cursor> =
+        sqlx::query_as(concat!("SELECT tx, id FROM changes WHERE ", settled!(), " ORDER BY tx DESC, id DESC LIMIT 1"))
+            .fetch_optional(db)
+            .await?;
+    Ok(head.unwrap_or_default())
+}
+
+pub async fn drop_changes<'e>(db: impl Executor<'e, Database = DB>, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM changes WHERE at < $1").bind(before).execute(db).await?.rows_affected())
 }
 
 // ---- domains ----

@@ -13,6 +13,7 @@ mod crash;
 mod delivery;
 mod drift;
 mod errors;
+mod events;
 mod failures;
 mod hygiene;
 mod invariants;
