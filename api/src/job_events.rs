@@ -11,7 +11,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use vsfleet_contract::state::{Outcome, deletion_times};
-use vsfleet_contract::{Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation, ServerId};
+use vsfleet_contract::{
+    Action, ContainerState, JobEvent, JobId, JobPhase, JobStatus, Observation, ServerId, ServerStatus,
+};
 
 use crate::store::{Job, NewJob, Server, StoreError, Tx};
 
@@ -182,6 +184,17 @@ impl Rows {
             return Err(Rejection::Contradicts(format!(
                 "server {} lives on host {}, not on the reporting host {}",
                 ev.server_id, server.host, ev.host
+            )));
+        }
+        // A purge removes a deleted server, or a failed one: never a server
+        // the api knows as running, whatever the host reports.
+        if let (Action::Purge, JobPhase::Succeeded { .. }, Some(server)) =
+            (ev.action, &ev.phase, self.servers.get(&ev.server_id))
+            && !matches!(server.status, ServerStatus::Deleted | ServerStatus::Failed)
+        {
+            return Err(Rejection::Contradicts(format!(
+                "a purge reported success for server {} that is {}",
+                ev.server_id, server.status
             )));
         }
         if let (Action::Purge, JobPhase::Succeeded { observed, .. }) = (ev.action, &ev.phase)

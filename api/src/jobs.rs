@@ -12,6 +12,9 @@ impl Job {
     pub fn for_viewer(mut self, user: &crate::store::User) -> Self {
         if !user.is_admin {
             crate::redact::optional(&mut self.error);
+            if let Some(result) = self.result.as_mut() {
+                crate::redact::json(&mut result.0);
+            }
         }
         self
     }

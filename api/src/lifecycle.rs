@@ -338,6 +338,16 @@ pub async fn request(state: &Lifecycle, actor: Actor<'_>, server_id: i64, action
 /// A purge; with `keep_data` the host keeps the server's archives and only
 /// the server's rows go (its id is never reused).
 pub async fn purge(state: &Lifecycle, actor: Actor<'_>, server_id: i64, keep_data: bool) -> Result<Job, ApiError> {
+    // Kept archives count against no quota and only an operator can remove
+    // them: not a tenant's choice.
+    if keep_data && matches!(actor, Actor::User(user) if !user.is_admin) {
+        let refused = ApiError::invalid_field(
+            "keep_data_not_allowed",
+            "keep_data",
+            "only an admin may keep a purged server's data",
+        );
+        return refuse(state, &Note::new(actor, "purge", Some(server_id)), refused).await;
+    }
     request_job(state, actor, server_id, Action::Purge, keep_data).await
 }
 

@@ -53,9 +53,34 @@ pub fn optional(text: &mut Option<String>) {
     }
 }
 
+/// [`paths`] on every string in a JSON value (a job's `result`: the
+/// system stack's error names files on the host).
+pub fn json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Cow::Owned(clean) = paths(text) {
+                *text = clean;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(json),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(json),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_in_a_json_value_are_replaced_at_any_depth() {
+        let mut v = serde_json::json!({"system_stack": {"error": "reading /srv/SERVERS/42/apps: denied", "n": 1}, "w": ["/x y"]});
+        json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"system_stack": {"error": "reading <path>: denied", "n": 1}, "w": ["<path> y"]})
+        );
+    }
 
     #[test]
     fn absolute_paths_are_replaced_and_nothing_else() {

@@ -46,23 +46,27 @@ pub async fn run(
             },
         };
         let Some(reply) = message.reply.clone() else { continue };
-        let body = if message.subject.as_str() == ports_subject {
-            let result = match serde_json::from_slice::<PortsRequest>(&message.payload) {
-                Ok(request) => crate::ports::offer(&ops, range, &request).await.map_err(|e| e.to_string()),
-                Err(error) => Err(format!("not a port request: {error}")),
+        // Each on its own: a forced stop never waits behind port offers.
+        let (nats, ops, is_offer) = (nats.clone(), ops.clone(), message.subject.as_str() == ports_subject);
+        tokio::spawn(async move {
+            let body = if is_offer {
+                let result = match serde_json::from_slice::<PortsRequest>(&message.payload) {
+                    Ok(request) => crate::ports::offer(&ops, range, &request).await.map_err(|e| e.to_string()),
+                    Err(error) => Err(format!("not a port request: {error}")),
+                };
+                serde_json::to_vec(&PortsReply { result })
+            } else {
+                let result = match serde_json::from_slice::<KillRequest>(&message.payload) {
+                    Ok(request) => kill(&ops, request.server_id).await.map_err(|e| e.to_string()),
+                    Err(error) => Err(format!("not a kill request: {error}")),
+                };
+                serde_json::to_vec(&KillReply { result })
             };
-            serde_json::to_vec(&PortsReply { result })
-        } else {
-            let result = match serde_json::from_slice::<KillRequest>(&message.payload) {
-                Ok(request) => kill(&ops, request.server_id).await.map_err(|e| e.to_string()),
-                Err(error) => Err(format!("not a kill request: {error}")),
-            };
-            serde_json::to_vec(&KillReply { result })
-        };
-        let body = body.expect("replies serialise");
-        if let Err(error) = nats.publish(reply, body.into()).await {
-            tracing::warn!(%error, subject = %message.subject, "cannot answer a control request");
-        }
+            let body = body.expect("replies serialise");
+            if let Err(error) = nats.publish(reply, body.into()).await {
+                tracing::warn!(%error, subject = %message.subject, "cannot answer a control request");
+            }
+        });
     }
 }
 

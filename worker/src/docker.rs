@@ -76,6 +76,11 @@ impl Containers {
         Self { docker, settings, deployment: deployment.to_owned(), root }
     }
 
+    /// The host ports this host may publish (`worker.port_range`).
+    pub fn port_range(&self) -> vsfleet_contract::PortRange {
+        self.settings.port_range
+    }
+
     pub fn docker(&self) -> &Docker {
         &self.docker
     }

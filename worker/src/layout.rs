@@ -51,6 +51,18 @@ impl DataRoot {
         self.apps_dir(id).join(STACK_DIR)
     }
 
+    /// Where the stack is rendered before it is moved into `apps/` at once:
+    /// outside the mounts, so the server's root never sees it half made.
+    pub fn stack_staging_dir(&self, id: ServerId) -> PathBuf {
+        self.server_dir(id).join(".vsfleet-stack-staging")
+    }
+
+    /// Written once the server has been given its stack: a later start of a
+    /// server whose create failed before that gives it then, and only then.
+    pub fn stack_given_file(&self, id: ServerId) -> PathBuf {
+        self.server_dir(id).join("vsfleet-stack-given")
+    }
+
     pub fn docker_dir(&self, id: ServerId) -> PathBuf {
         self.server_dir(id).join("docker")
     }

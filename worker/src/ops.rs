@@ -2,6 +2,8 @@
 //! run twice, or again after being killed half way, it reaches the same end
 //! state, and it reports what the host looks like afterwards.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use serde_json::json;
 use vsfleet_contract::{Action, ContainerState, JobRequest, Observation, ServerId, ServerSpec};
@@ -10,6 +12,10 @@ use crate::docker::Containers;
 use crate::error::OpError;
 use crate::layout::DataRoot;
 use crate::stack::StackConfig;
+
+/// Kept for reporting the outcome when the system stack's bring-up takes
+/// what is left of a job's time.
+const STACK_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Operations {
@@ -52,12 +58,15 @@ impl Operations {
         // A job is outside input like any other: its spec gets the api's
         // checks before any arithmetic or Docker call uses it.
         if let Some(spec) = spec {
-            spec.validate().map_err(|e| OpError::Refused(format!("invalid spec: {e}")))?;
+            self.check(spec).map_err(|e| OpError::Refused(format!("invalid spec: {e}")))?;
         }
+        // What is left of the job's time, for the system stack's bring-up
+        // (a job that arrives late must not run past its deadline).
+        let budget = job.deadline.map(|d| (d - Utc::now()).to_std().unwrap_or_default().saturating_sub(STACK_MARGIN));
         let mut detail = None;
         match action {
-            Action::Create => detail = self.create(id, spec).await?,
-            Action::Start => self.start(id, spec).await?,
+            Action::Create => detail = self.create(id, spec, budget).await?,
+            Action::Start => detail = self.start(id, spec, budget).await?,
             Action::Stop => self.stop(id).await?,
             Action::Restart => self.restart(id, spec).await?,
             Action::Delete => self.delete(id).await?,
@@ -82,10 +91,25 @@ impl Operations {
         })
     }
 
+    /// The api's checks, and the host's own: a host port outside this
+    /// host's `worker.port_range` is never published, whoever wrote the job.
+    fn check(&self, spec: &ServerSpec) -> Result<(), String> {
+        spec.validate().map_err(|e| e.to_string())?;
+        let range = self.containers.port_range();
+        match spec.ports.iter().find(|p| !range.contains(p.host)) {
+            Some(p) => Err(format!("host port {} is outside this host's worker.port_range {range}", p.host)),
+            None => Ok(()),
+        }
+    }
+
     /// Directories, spec file, container, started; then the system stack,
-    /// whose result (up, or why not) is the job's detail. Only a create
-    /// brings it up: its containers restart with the server on their own.
-    async fn create(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<Option<serde_json::Value>, OpError> {
+    /// whose result (up, or why not) is the job's detail.
+    async fn create(
+        &self,
+        id: ServerId,
+        spec: Option<&ServerSpec>,
+        budget: Option<Duration>,
+    ) -> Result<Option<serde_json::Value>, OpError> {
         let spec = spec.cloned().unwrap_or_default();
         self.prepare_dirs(id, &spec).await?;
         let container = match self.containers.find_ours(id).await? {
@@ -108,15 +132,37 @@ impl Operations {
             None => self.containers.create(id, &spec).await?,
         };
         self.containers.start(&container).await?;
-        let Some(stack) = &self.stack else { return Ok(None) };
-        let ports: Vec<(u16, u16)> = spec.ports.iter().map(|p| (p.container, p.host)).collect();
-        Ok(Some(crate::stack::install(stack, &self.root, &self.containers, id, &container, &ports).await))
+        Ok(self.give_stack(id, &container, &spec, budget).await)
     }
 
-    /// Starts the container, recreating it from the spec when it is missing.
-    async fn start(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<(), OpError> {
+    /// Starts the container, recreating it from the spec when it is
+    /// missing. A server whose create failed before it got its system stack
+    /// gets it here; its containers restart with the server afterwards.
+    async fn start(
+        &self,
+        id: ServerId,
+        spec: Option<&ServerSpec>,
+        budget: Option<Duration>,
+    ) -> Result<Option<serde_json::Value>, OpError> {
         let container = self.ensure_container(id, spec).await?;
-        self.containers.start(&container).await
+        self.containers.start(&container).await?;
+        if self.root.stack_given_file(id).exists() {
+            return Ok(None);
+        }
+        let spec = spec.cloned().or_else(|| self.root.read_spec(id)).unwrap_or_default();
+        Ok(self.give_stack(id, &container, &spec, budget).await)
+    }
+
+    async fn give_stack(
+        &self,
+        id: ServerId,
+        container: &str,
+        spec: &ServerSpec,
+        budget: Option<Duration>,
+    ) -> Option<serde_json::Value> {
+        let stack = self.stack.as_ref()?;
+        let ports: Vec<(u16, u16)> = spec.ports.iter().map(|p| (p.container, p.host)).collect();
+        Some(crate::stack::install(stack, &self.root, &self.containers, id, container, &ports, budget).await)
     }
 
     async fn stop(&self, id: ServerId) -> Result<(), OpError> {
@@ -129,7 +175,7 @@ impl Operations {
     async fn restart(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<(), OpError> {
         match self.containers.find_ours(id).await? {
             Some(found) if found.state == ContainerState::Running => self.containers.restart(&found.id).await,
-            _ => self.start(id, spec).await,
+            _ => self.start(id, spec, None).await.map(drop),
         }
     }
 
@@ -184,7 +230,14 @@ impl Operations {
     async fn purge(&self, id: ServerId, keep_data: bool, live_data: bool) -> Result<(), OpError> {
         let dir = self.root.server_dir(id);
         if dir.exists() && live_data {
-            // A failed server: archived as a delete would, then purged below.
+            // A failed server: archived as a delete would, then purged
+            // below. Never one that runs: whatever the message says, a
+            // running server is not failed.
+            if self.containers.find_ours(id).await?.is_some_and(|f| f.state == ContainerState::Running) {
+                return Err(OpError::Refused(format!(
+                    "server {id} is running; only a failed or deleted server is purged"
+                )));
+            }
             self.delete(id).await?;
         }
         if dir.exists() {
@@ -258,7 +311,7 @@ impl Operations {
         // A job published by hand carries no spec: use the one written at
         // create, checked like any input (the file is on disk, not trusted).
         let spec = spec.cloned().or_else(|| self.root.read_spec(id)).unwrap_or_default();
-        spec.validate().map_err(|e| OpError::Refused(format!("invalid spec in the spec file: {e}")))?;
+        self.check(&spec).map_err(|e| OpError::Refused(format!("invalid spec in the spec file: {e}")))?;
         self.prepare_dirs(id, &spec).await?;
         tracing::info!("container missing; recreating it from the spec");
         self.containers.create(id, &spec).await

@@ -295,8 +295,12 @@ fn write_atomically(path: &Path, content: &mut impl io::Read, mode: u32) -> Resu
 }
 
 /// The image archives in a rendered stack (`images/*.tar`), by file name.
+/// A link in place of the directory is not followed (the owner can make one).
 pub fn image_archives(dest: &Path) -> Result<Vec<String>, StackError> {
     let dir = dest.join(IMAGES_DIR);
+    if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(Vec::new());
+    }
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -401,9 +405,10 @@ fn compose_up_script() -> String {
     )
 }
 
-/// Renders the configured template for a new server and brings it up.
-/// Never fails the create: the result says what happened, and a warning
-/// when the stack is not up.
+/// Renders the configured template for a new server and brings it up,
+/// within `budget` (what is left of the job's time) when that is shorter
+/// than `stack_timeout_secs`. Never fails the create: the result says what
+/// happened, and a warning when the stack is not up.
 pub async fn install(
     config: &StackConfig,
     root: &DataRoot,
@@ -411,6 +416,7 @@ pub async fn install(
     id: ServerId,
     container: &str,
     ports: &[(u16, u16)],
+    budget: Option<Duration>,
 ) -> Value {
     let vars = Variables {
         server_id: id,
@@ -419,7 +425,8 @@ pub async fn install(
         ports: ports.to_vec(),
     };
     let name = &config.template;
-    match install_inner(config, root, containers, container, vars).await {
+    let timeout = budget.map_or(config.timeout, |b| b.min(config.timeout));
+    match install_inner(config, root, containers, container, vars, timeout).await {
         Ok(()) => {
             tracing::info!(template = %name, "system stack up");
             json!({ "system_stack": { "template": name, "status": "up" } })
@@ -441,21 +448,41 @@ async fn install_inner(
     containers: &Containers,
     container: &str,
     vars: Variables,
+    timeout: Duration,
 ) -> Result<(), StackError> {
     let template = config.template_dir();
-    let dest = root.stack_dir(vars.server_id);
+    let id = vars.server_id;
+    let (dest, staging, given) = (root.stack_dir(id), root.stack_staging_dir(id), root.stack_given_file(id));
     let span = tracing::Span::current();
-    let render_dest = dest.clone();
     let rendered = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        render(&template, &render_dest, &vars)?;
-        image_archives(&render_dest)
+        place(&template, &staging, &dest, &given, &vars)?;
+        image_archives(&dest)
     })
     .await
     .map_err(|e| StackError::Template(format!("rendering stopped: {e}")))?;
     let images = rendered?;
-    tracing::info!(dest = %dest.display(), images = images.len(), "system stack rendered");
-    BringUp { containers, container, timeout: config.timeout }.run(&images).await
+    tracing::info!(images = images.len(), "system stack in place");
+    BringUp { containers, container, timeout }.run(&images).await
+}
+
+/// Renders the template into `staging` (outside the server's mounts: its
+/// root cannot swap a directory for a link while we write) and moves it to
+/// `dest` in one rename, which never follows a link at `dest` and refuses
+/// a directory the owner filled meanwhile. A `dest` already there (an
+/// earlier delivery's, or the owner's own) is left as it is. Blocking.
+fn place(template: &Path, staging: &Path, dest: &Path, given: &Path, vars: &Variables) -> Result<(), StackError> {
+    if fs::symlink_metadata(dest).is_err() {
+        // Ours alone, from an earlier delivery killed half way.
+        match fs::remove_dir_all(staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("removing", staging)(e)),
+        }
+        render(template, staging, vars)?;
+        fs::rename(staging, dest).map_err(io_error("moving the rendered stack to", dest))?;
+    }
+    write_atomically(given, &mut io::Cursor::new(b"system stack given at create\n"), 0o644)
 }
 
 /// The last `max` characters.

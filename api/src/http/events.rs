@@ -6,7 +6,7 @@
 //! from now.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -16,14 +16,21 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::extract::{ApiQuery, CurrentUser};
+use super::extract::{ApiQuery, CurrentUser, bearer};
 use crate::error::ApiError;
 use crate::store::{Change, Cursor, Store};
+use crate::users::TokenCache;
 
 /// How often a follower looks for changes when it has seen them all.
 const POLL: Duration = Duration::from_millis(250);
 /// The most changes one look sends.
 const BATCH: i64 = 200;
+/// How often a follower's token is checked again: a revoked token, or a
+/// disabled user, ends the stream within this.
+const RECHECK: Duration = Duration::from_secs(10);
+/// How often an idle follower moves its place to the feed's end, past
+/// other tenants' changes it would otherwise look through again.
+const SKIP_AHEAD: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 pub struct FollowQuery {
@@ -42,28 +49,62 @@ pub async fn follow(
         Some(text) => text.trim().parse::<Cursor>().map_err(ApiError::BadRequest)?,
         None => state.db.changes_head().await?,
     };
-    let (all, owner) = (user.is_admin, user.id);
-    let feed = futures::stream::unfold((state.db.clone(), start), move |(db, cursor)| async move {
-        let (changes, next) = next_changes(&db, all, owner, cursor).await;
-        Some((futures::stream::iter(changes.into_iter().map(|c| Ok(event(c)))), (db, next)))
+    let follower = Follower {
+        db: state.db.clone(),
+        tokens: state.tokens.clone(),
+        token: bearer(&headers).unwrap_or_default().to_owned(),
+        all: user.is_admin,
+        owner: user.id,
+    };
+    let feed = futures::stream::unfold((follower, start), move |(follower, cursor)| async move {
+        let (changes, next) = follower.next_changes(cursor).await?;
+        Some((futures::stream::iter(changes.into_iter().map(|c| Ok(event(c)))), (follower, next)))
     })
     .flatten()
     .take_until(state.closing.cancelled_owned());
     Ok(Sse::new(feed).keep_alive(KeepAlive::default()))
 }
 
-/// Waits until there are changes after `cursor`; returns them and the new cursor.
-async fn next_changes(db: &Store, all: bool, owner: i64, cursor: Cursor) -> (Vec<Change>, Cursor) {
-    loop {
-        match db.changes_after(all, owner, cursor, BATCH).await {
-            Ok(changes) if !changes.is_empty() => {
-                let next = changes.last().map_or(cursor, Change::cursor);
-                return (changes, next);
+struct Follower {
+    db: Store,
+    tokens: TokenCache,
+    token: String,
+    all: bool,
+    owner: i64,
+}
+
+impl Follower {
+    /// Waits until there are changes after `cursor`; returns them and the
+    /// new cursor, or `None` once the caller's token no longer holds.
+    async fn next_changes(&self, mut cursor: Cursor) -> Option<(Vec<Change>, Cursor)> {
+        let (mut checked, mut skipped) = (Instant::now(), Instant::now());
+        loop {
+            // The feed's end is read before the look: a change recorded in
+            // between sorts after it, so skipping to it skips none of ours.
+            let head = match skipped.elapsed() >= SKIP_AHEAD {
+                true => {
+                    skipped = Instant::now();
+                    self.db.changes_head().await.ok()
+                }
+                false => None,
+            };
+            match self.db.changes_after(self.all, self.owner, cursor, BATCH).await {
+                Ok(changes) if !changes.is_empty() => {
+                    let next = changes.last().map_or(cursor, Change::cursor);
+                    return Some((changes, next));
+                }
+                Ok(_) => cursor = cursor.max(head.unwrap_or_default()),
+                Err(error) => tracing::warn!(%error, "events: cannot read the change feed; trying again"),
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "events: cannot read the change feed; trying again"),
+            if checked.elapsed() >= RECHECK {
+                checked = Instant::now();
+                if let Ok(None) = self.tokens.user(&self.db, &self.token).await {
+                    tracing::info!(user = self.owner, "events: the follower's token no longer holds; stream ended");
+                    return None;
+                }
+            }
+            tokio::time::sleep(POLL).await;
         }
-        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -97,6 +97,13 @@ pub mod lite {
             "1 = 1"
         };
     }
+    /// After cursor ($1, $2): `tx` is always 0 here, and a range of the id
+    /// (the rowid) needs no index of its own.
+    macro_rules! after_cursor {
+        () => {
+            "id > $2 AND tx >= $1"
+        };
+    }
     include!("sql.rs");
 }
 
@@ -113,6 +120,11 @@ pub mod pg {
     macro_rules! settled {
         () => {
             "tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        };
+    }
+    macro_rules! after_cursor {
+        () => {
+            "(tx > $1 OR (tx = $1 AND id > $2))"
         };
     }
     include!("sql.rs");

@@ -262,8 +262,9 @@ pub async fn changes_after<'e>(
     limit: i64,
 ) -> Result<Vec<Change>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "SELECT id, tx, at, owner_id, server_id, job_id, action, status FROM changes
-         WHERE (tx > $1 OR (tx = $1 AND id > $2)) AND ($3 OR owner_id = $4) AND ",
+        "SELECT id, tx, at, owner_id, server_id, job_id, action, status FROM changes WHERE ",
+        after_cursor!(),
+        " AND ($3 OR owner_id = $4) AND ",
         settled!(),
         " ORDER BY tx, id LIMIT $5"
     ))
@@ -284,8 +285,13 @@ pub async fn changes_head<'e>(db: impl Executor<'e, Database = DB>) -> Result<Cu
     Ok(head.unwrap_or_default())
 }
 
+/// Rows are recorded in about id order, so the old ones are a prefix of the
+/// ids: found by walking from the oldest, without an index on `at`.
 pub async fn drop_changes<'e>(db: impl Executor<'e, Database = DB>, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM changes WHERE at < $1").bind(before).execute(db).await?.rows_affected())
+    let sql = "DELETE FROM changes WHERE id < COALESCE(
+                   (SELECT id FROM changes WHERE at >= $1 ORDER BY id LIMIT 1),
+                   (SELECT COALESCE(MAX(id), 0) + 1 FROM changes))";
+    Ok(sqlx::query(sql).bind(before).execute(db).await?.rows_affected())
 }
 
 // ---- domains ----

@@ -141,5 +141,21 @@ async fn a_create_asking_for_bad_ports_is_refused_and_a_full_range_says_so() {
     assert_eq!(body["error"]["code"], "no_port_available", "{body}");
     let (_, list) = app.get("/v1/servers").await;
     assert_eq!(list["servers"].as_array().unwrap().len(), 1, "a refused create leaves no server: {list}");
+
+    // A job that names a host port outside the host's range, published by
+    // hand, is refused by the worker before anything is published.
+    let id = list["servers"][0]["id"].as_i64().unwrap();
+    assert_eq!(app.act(id, "stop").await["status"], "succeeded");
+    let job = json!({ "server_id": id, "spec": { "ports": [{ "container": 22, "host": 443 }] } });
+    let subject = format!("{}.jobs.{}.start", app.prefix(), app.host());
+    app.js.publish(subject, job.to_string().into()).await.unwrap().await.unwrap();
+    let failed = crate::helpers::eventually("the hand-published start fails", || async {
+        let (_, jobs) = app.get(&format!("/v1/servers/{id}/jobs")).await;
+        let newest = jobs["jobs"][0].clone();
+        (newest["action"] == "start" && newest["status"] == "failed").then_some(newest)
+    })
+    .await;
+    assert!(failed["error"].as_str().unwrap().contains("outside this host's worker.port_range"), "{failed}");
+    assert_eq!(app.server(id).await["status"], "stopped");
     app.teardown().await;
 }

@@ -27,6 +27,11 @@ async fn a_purge_that_keeps_the_data_forgets_the_server_and_leaves_its_archive()
         assert_eq!(app.act(id, "delete").await["status"], "succeeded");
     }
     std::fs::write(archives(&app.data_root(), kept)[0].join("apps/notes.txt"), "keep me").unwrap();
+    // Kept archives count against no quota: only an admin keeps them.
+    let user = app.create_user("tenant@example.test").await;
+    let path = format!("/v1/servers/{kept}/purge");
+    let (status, body) = app.call(reqwest::Method::POST, &path, Some(&user), Some(json!({ "keep_data": true }))).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (422, Some("keep_data_not_allowed")), "{body}");
 
     let (status, body) = app.post(&format!("/v1/servers/{kept}/purge"), json!({ "keep_data": true })).await;
     assert_eq!(status, 202, "{body}");

@@ -109,7 +109,9 @@ async fn every_runbook_command_works_for_the_operator() {
     // The read-only role reads the same, and may not enqueue.
     let (readonly, refused) = app.connect_as("readonly").await;
     let ro = jetstream::new(readonly.clone());
-    ro.get_stream(format!("{p}_jobs")).await.unwrap().direct_get(first).await.ok();
+    let events = ro.get_stream(format!("{p}_events")).await.unwrap();
+    let oldest = events.clone().info().await.unwrap().state.first_sequence;
+    assert!(events.direct_get(oldest).await.is_ok(), "the read-only user reads the history");
     readonly.publish(format!("{p}.jobs.{host}.stop"), json!({ "server_id": id }).to_string().into()).await.unwrap();
     readonly.flush().await.unwrap();
     eventually("the read-only user is refused a job", || async {
