@@ -482,16 +482,24 @@ mod tests {
         let row = db.server(server).await.unwrap().unwrap();
         assert_eq!(row.status, ServerStatus::Running);
 
-        // A purge of a server whose data is still there is not a success.
+        // A purge of a running server is not a success, whatever the host says.
+        let purge = JobId::new();
+        let rejected =
+            record_with(&db, &[event(purge, server, Action::Purge, nothing_left())], &HashSet::from([purge])).await;
+        assert!(matches!(&rejected[0].1, Rejection::Contradicts(why) if why.contains("is running")), "{rejected:?}");
+        assert!(db.server(server).await.unwrap().is_some());
+
+        // Nor one of a failed server whose data is still there.
+        let failed = scratch_server(&db, "failed").await;
         let purge = JobId::new();
         let rejected = record_with(
             &db,
-            &[event(purge, server, Action::Purge, succeeded(ContainerState::Absent))],
+            &[event(purge, failed, Action::Purge, succeeded(ContainerState::Absent))],
             &HashSet::from([purge]),
         )
         .await;
         assert!(matches!(&rejected[0].1, Rejection::Contradicts(why) if why.contains("still has")), "{rejected:?}");
-        assert!(db.server(server).await.unwrap().is_some());
+        assert!(db.server(failed).await.unwrap().is_some());
     }
 
     #[tokio::test]
