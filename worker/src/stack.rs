@@ -32,8 +32,8 @@ use crate::layout::{DataRoot, STACK_DIR};
 
 /// The compose file every template has at its top.
 pub const COMPOSE_FILE: &str = "docker-compose.yml";
-/// Written last, so a render killed half way is done again by the next
-/// delivery; once there, later creates leave the owner's edits alone.
+/// Written last into a rendered tree: it says the tree is whole (a render
+/// is staged out of the server's reach and moved into place at once).
 pub const MARKER: &str = ".vsfleet-rendered";
 /// Archives under this directory of a template are loaded into the inner Docker.
 const IMAGES_DIR: &str = "images";
