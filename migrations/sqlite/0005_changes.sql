@@ -5,9 +5,12 @@
 -- commit order (SQLite has one writer) and is the SSE event id a client
 -- resumes from; `at` is when the change was recorded, and the cleanup
 -- schedule drops rows older than api.events_retention_secs, oldest ids
--- first. No index but the id: each one costs every write of a server or job.
+-- first. No index but the id, and no AUTOINCREMENT (its bookkeeping row is
+-- written with every insert): each costs every write of a server or job.
+-- A rowid is then max + 1, so ids only grow as long as the newest row is
+-- never deleted, and the cleanup keeps it.
 CREATE TABLE changes (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         INTEGER PRIMARY KEY,
     -- PostgreSQL's transaction id (../postgres/0004_changes.sql); one writer
     -- needs none: ids are in commit order.
     tx         INTEGER NOT NULL DEFAULT 0,

@@ -434,3 +434,40 @@ pub(crate) async fn scratch_server(store: &Store, status: &str) -> i64 {
     .await
     .expect("a server")
 }
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+
+    /// The change feed as the triggers write it (migrations/sqlite/0005).
+    #[tokio::test]
+    async fn the_feed_records_every_status_change_and_keeps_its_ids_growing() {
+        let (_dir, store) = scratch().await;
+        let Store::Sqlite(s) = &store else { unreachable!() };
+        let id = scratch_server(&store, "creating").await;
+        for status in ["running", "running", "stopped"] {
+            sqlx::query("UPDATE servers SET status = $1 WHERE id = $2")
+                .bind(status)
+                .bind(id)
+                .execute(&s.write)
+                .await
+                .unwrap();
+        }
+        sqlx::query("DELETE FROM servers WHERE id = $1").bind(id).execute(&s.write).await.unwrap();
+        let feed = store.changes_after(true, 0, Cursor::default(), 100).await.unwrap();
+        let statuses: Vec<&str> = feed.iter().map(|c| c.status.as_str()).collect();
+        assert_eq!(statuses, ["creating", "running", "stopped", "purged"], "an unchanged status is no change");
+        assert_eq!(store.changes_after(false, 2, Cursor::default(), 100).await.unwrap().len(), 0, "user 2 owns none");
+        let head = store.changes_head().await.unwrap();
+        assert_eq!(head, feed.last().unwrap().cursor());
+
+        // Cleanup past the retention keeps the newest row, so the next id is
+        // still above every id a client may hold.
+        let dropped = store.drop_changes(Utc::now() + chrono::Duration::hours(1)).await.unwrap();
+        assert_eq!(dropped, 3);
+        let id = scratch_server(&store, "creating").await;
+        let next = store.changes_after(true, 0, head, 100).await.unwrap();
+        assert_eq!((next.len(), next[0].server_id), (1, id));
+        assert!(next[0].id > head.id, "{} after {}", next[0].id, head.id);
+    }
+}

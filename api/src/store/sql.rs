@@ -286,11 +286,12 @@ pub async fn changes_head<'e>(db: impl Executor<'e, Database = DB>) -> Result<Cu
 }
 
 /// Rows are recorded in about id order, so the old ones are a prefix of the
-/// ids: found by walking from the oldest, without an index on `at`.
+/// ids: found by walking from the oldest, without an index on `at`. The
+/// newest row always stays: SQLite's next id is the largest one plus one.
 pub async fn drop_changes<'e>(db: impl Executor<'e, Database = DB>, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let sql = "DELETE FROM changes WHERE id < COALESCE(
                    (SELECT id FROM changes WHERE at >= $1 ORDER BY id LIMIT 1),
-                   (SELECT COALESCE(MAX(id), 0) + 1 FROM changes))";
+                   (SELECT MAX(id) FROM changes))";
     Ok(sqlx::query(sql).bind(before).execute(db).await?.rows_affected())
 }
 
