@@ -49,7 +49,10 @@ impl Dispatcher {
 
     /// Publishes a committed job and waits for JetStream to store it.
     pub async fn publish(&self, job: &Job) -> Result<(), DispatchError> {
-        let headers = publish::with_id(&job.id.to_string());
+        let mut headers = publish::with_id(&job.id.to_string());
+        if let Some(trace) = vsfleet_contract::trace::TraceId::current() {
+            headers.insert(vsfleet_contract::trace::HEADER, trace.traceparent().as_str());
+        }
         let subject = self.subjects.job(&job.host, job.action);
         publish::acked(&self.js, subject, headers, Bytes::from(job.payload.clone()), self.timeout).await?;
         // The marker outlives every dispatcher clone but the last.

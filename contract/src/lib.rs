@@ -34,6 +34,7 @@ pub mod settings;
 pub mod state;
 pub mod subjects;
 pub mod telemetry;
+pub mod trace;
 
 pub use domain::DomainName;
 pub use event::{

@@ -144,7 +144,19 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
         })
         .unwrap_or_else(|| JobId::for_message(&ctx.subjects.jobs_stream(), stream_seq));
     let parsed = ctx.subjects.parse_job(&subject).map(|(host, action)| (host.to_owned(), action));
-    let span = tracing::info_span!("job", %job_id, server_id = %request.server_id, subject, attempt);
+    let span = tracing::info_span!(
+        "job",
+        %job_id,
+        server_id = %request.server_id,
+        subject,
+        attempt,
+        trace_id = tracing::field::Empty
+    );
+    // The request's trace, when the api sent one (checked: it is outside input).
+    let trace = message.headers.as_ref().and_then(|h| h.get(vsfleet_contract::trace::HEADER));
+    if let Some(trace) = trace.and_then(|v| vsfleet_contract::trace::TraceId::parse(v.as_str())) {
+        span.record("trace_id", tracing::field::display(trace));
+    }
     async move {
         let action = match parsed {
             Some((host, Ok(action))) if host == ctx.host => action,

@@ -10,6 +10,19 @@ use axum::response::Response;
 use super::AppState;
 use crate::metrics;
 
+/// Serves the request in a span with its trace id: the caller's
+/// `traceparent`, if it sent a valid one, else a new one. The jobs it
+/// publishes carry it (`vsfleet_contract::trace`), so the worker's lines
+/// for them share it.
+pub async fn trace(request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    use vsfleet_contract::trace::{CURRENT, HEADER, TraceId};
+    let given = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).and_then(TraceId::parse);
+    let id = given.unwrap_or_else(TraceId::random);
+    let span = tracing::info_span!("request", trace_id = %id, method = %request.method(), path = request.uri().path());
+    CURRENT.scope(id, next.run(request).instrument(span)).await
+}
+
 /// Counts and times a request under its route's pattern (`/v1/servers/{id}`),
 /// so the labels stay few whatever the ids.
 pub async fn track(request: Request, next: Next) -> Response {
