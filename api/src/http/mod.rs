@@ -9,6 +9,7 @@ mod handlers;
 mod metrics;
 pub mod seed;
 pub mod serve;
+mod ui;
 pub mod views;
 
 use axum::Router;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/{id}/enable", post(accounts::enable_user))
         .route("/v1/tokens/{id}", delete(accounts::revoke_token))
         .route("/v1/activity", get(accounts::activity))
+        .merge(ui::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
