@@ -91,9 +91,9 @@ pub async fn create_user(db: &Store, by: By<'_>, email: &str, admin: bool) -> Re
     Ok((account, token))
 }
 
-pub async fn list_users(db: &Store, by: By<'_>) -> Result<Vec<Account>, ApiError> {
+pub async fn list_users(db: &Store, by: By<'_>, after: i64, limit: i64) -> Result<Vec<Account>, ApiError> {
     by.require_admin()?;
-    Ok(db.accounts().await?)
+    Ok(db.accounts(after, limit).await?)
 }
 
 /// The user `id`, if `by` may act on them.
@@ -124,9 +124,9 @@ pub async fn create_token(db: &Store, by: By<'_>, user_id: i64) -> Result<NewTok
     Ok(NewToken { token, secret })
 }
 
-pub async fn list_tokens(db: &Store, by: By<'_>, user_id: i64) -> Result<Vec<Token>, ApiError> {
+pub async fn list_tokens(db: &Store, by: By<'_>, user_id: i64, after: i64, limit: i64) -> Result<Vec<Token>, ApiError> {
     let account = visible_user(db, by, user_id).await?;
-    Ok(db.tokens_of(account.id).await?)
+    Ok(db.tokens_of(account.id, after, limit).await?)
 }
 
 /// Revokes a token: it answers 401 at once on this replica (`cache`), and

@@ -47,9 +47,9 @@ pub async fn add(db: &Store, user: &User, server_id: i64, name: &str) -> Result<
 }
 
 /// The server's domains, if `user` may see the server.
-pub async fn list(db: &Store, user: &User, server_id: i64) -> Result<Vec<Domain>, ApiError> {
+pub async fn list(db: &Store, user: &User, server_id: i64, after: &str, limit: i64) -> Result<Vec<Domain>, ApiError> {
     crate::servers::get_visible(db, user, server_id).await?;
-    Ok(db.domains_of(server_id).await?)
+    Ok(db.domains_page(server_id, after, limit).await?)
 }
 
 /// Removes `name` from the server and returns it as it was stored; 404

@@ -3,10 +3,10 @@
 //! with an opaque 500, never with their text.
 
 use axum::Json;
-use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use vsfleet_contract::{JobId, ServerStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,10 +138,33 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// `Retry-After` of a 503, in seconds.
+pub const RETRY_AFTER_SECS: &str = "5";
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `not_found`, `invalid_transition`, … (README, Errors).
+    pub code: &'static str,
+    /// For people; its words may change.
+    pub message: String,
+    /// With `job_in_flight`: the job to wait for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    /// With a 422: the request field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+}
+
 impl ApiError {
-    /// The JSON body: `{"error": {"code", "message", …}}`. An internal
-    /// error is logged here and answered without its text.
-    pub fn body(&self) -> serde_json::Value {
+    /// `{"code", "message", …}`. An internal error is logged here and
+    /// answered without its text.
+    pub fn detail(&self) -> ErrorDetail {
         let message = match self {
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
@@ -149,22 +172,35 @@ impl ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({ "error": { "code": self.code(), "message": message } });
-        match self {
-            ApiError::JobInFlight(job) => body["error"]["job_id"] = json!(job),
-            ApiError::Invalid { field: Some(field), .. } => body["error"]["field"] = json!(field),
-            _ => {}
+        ErrorDetail {
+            code: self.code(),
+            message,
+            job_id: match self {
+                ApiError::JobInFlight(job) => Some(*job),
+                _ => None,
+            },
+            field: match self {
+                ApiError::Invalid { field, .. } => *field,
+                _ => None,
+            },
         }
-        body
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = self.body();
+        let body = ErrorBody { error: self.detail() };
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // A dependency is down, or every host is full: worth asking
+            // again soon, not at once.
+            ApiError::Unavailable { .. } => {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            _ => {}
         }
         response
     }

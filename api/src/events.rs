@@ -37,7 +37,7 @@ pub struct Recorder {
 /// The last sync of each host.
 pub type Syncs = Arc<std::sync::Mutex<HashMap<String, HostSync>>>;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct HostSync {
     pub at: chrono::DateTime<Utc>,
     pub containers: usize,

@@ -75,12 +75,8 @@ impl Inbound {
     }
 
     /// Rejections so far, by kind.
-    pub fn counts(&self) -> serde_json::Value {
-        let counts: serde_json::Map<String, serde_json::Value> = Kind::ALL
-            .iter()
-            .map(|k| (k.as_str().to_owned(), serde_json::Value::from(self.counts[*k as usize].load(Ordering::Relaxed))))
-            .collect();
-        counts.into()
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        Kind::ALL.iter().map(|k| (k.as_str().to_owned(), self.counts[*k as usize].load(Ordering::Relaxed))).collect()
     }
 
     /// Records a rejected message: counted, logged (bounded), and stored in

@@ -1,20 +1,15 @@
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use vsfleet_api::Application;
 use vsfleet_api::accounts::{self, By};
 use vsfleet_api::store::Store;
-use vsfleet_contract::Settings;
 
 /// vsfleet api: the HTTP API of the virtual server control plane.
 #[derive(Parser)]
-#[command(version)]
+#[command(version = vsfleet_contract::cli::VERSION)]
 struct Cli {
-    /// TOML configuration file (also VSFLEET_CONFIG); environment variables
-    /// VSFLEET_<SECTION>__<KEY> override it.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: vsfleet_contract::cli::ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -33,6 +28,8 @@ enum Command {
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
     },
+    /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -49,18 +46,22 @@ enum Command {
 enum UserCommand {
     /// Create a user and print a new API token alone on stdout.
     Create {
+        /// The user's email address: how they are named everywhere.
         #[arg(long)]
         email: String,
+        /// An admin: sees and acts on every server, manages users and hosts.
         #[arg(long)]
         admin: bool,
     },
     /// Disable a user: every token of theirs is refused (401) within a second.
     Disable {
+        /// The user's email address.
         #[arg(long)]
         email: String,
     },
     /// Enable a disabled user again.
     Enable {
+        /// The user's email address.
         #[arg(long)]
         email: String,
     },
@@ -70,13 +71,18 @@ enum UserCommand {
 enum TokenCommand {
     /// Create a token for a user and print it alone on stdout (shown once).
     Create {
+        /// The user's email address.
         #[arg(long)]
         email: String,
     },
     /// Revoke a token by id: refused (401) within a second.
-    Revoke { id: i64 },
+    Revoke {
+        /// The token's id (`token list` shows it).
+        id: i64,
+    },
     /// List a user's tokens: id, created, revoked (never the secrets).
     List {
+        /// The user's email address.
         #[arg(long)]
         email: String,
     },
@@ -85,7 +91,7 @@ enum TokenCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
+    let settings = cli.config.load_or_exit("vsfleet-api");
     vsfleet_contract::telemetry::init(settings.log.format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -95,6 +101,10 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings, listener).await?;
             let shutdown = vsfleet_contract::process::shutdown_on_signal();
             app.run_until_stopped(shutdown).await
+        }
+        Command::Openapi => {
+            println!("{}", vsfleet_api::http::openapi().to_pretty_json()?);
+            Ok(())
         }
         Command::NatsConfig { hosts } => {
             for host in &hosts {
@@ -143,9 +153,17 @@ async fn main() -> anyhow::Result<()> {
                 TokenCommand::List { email } => {
                     let user = accounts::by_email(&db, &email).await?;
                     println!("{:<8} {:<32} revoked", "id", "created");
-                    for token in accounts::list_tokens(&db, By::Operator, user.id).await? {
-                        let revoked = token.revoked_at.map_or_else(|| "-".to_owned(), |at| at.to_rfc3339());
-                        println!("{:<8} {:<32} {revoked}", token.id, token.created_at.to_rfc3339());
+                    let mut after = 0;
+                    loop {
+                        let page = accounts::list_tokens(&db, By::Operator, user.id, after, 500).await?;
+                        for token in &page {
+                            let revoked = token.revoked_at.map_or_else(|| "-".to_owned(), |at| at.to_rfc3339());
+                            println!("{:<8} {:<32} {revoked}", token.id, token.created_at.to_rfc3339());
+                        }
+                        match page.last() {
+                            Some(last) => after = last.id,
+                            None => break,
+                        }
                     }
                 }
             }
@@ -154,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn open_migrated(settings: &Settings) -> anyhow::Result<Store> {
+async fn open_migrated(settings: &vsfleet_contract::Settings) -> anyhow::Result<Store> {
     let db = Store::open(&settings.database.url).await?;
     db.migrate().await?;
     Ok(db)

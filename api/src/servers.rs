@@ -33,6 +33,12 @@ pub async fn get_visible(store: &Store, user: &User, id: i64) -> Result<Server, 
 }
 
 /// The servers `user` may see.
-pub async fn list(store: &Store, user: &User, include_deleted: bool) -> Result<Vec<Server>, ApiError> {
-    Ok(store.servers(user.is_admin, user.id, include_deleted).await?)
+pub async fn list(
+    store: &Store,
+    user: &User,
+    include_deleted: bool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Server>, ApiError> {
+    Ok(store.servers(user.is_admin, user.id, include_deleted, after, limit).await?)
 }

@@ -47,9 +47,16 @@ pub async fn by_token(db: &Store, token: &str) -> Result<Option<User>, StoreErro
 /// request. Only valid tokens are cached (by hash), for `TTL`: the most a
 /// revoked token or a disabled user's token keeps working on a replica that
 /// did not make the change itself (one that did forgets everything at once).
-#[derive(Clone, Default)]
+/// At most `CAPACITY` tokens; past it the least used go first.
+#[derive(Clone)]
 pub struct TokenCache {
-    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (User, std::time::Instant)>>>,
+    seen: moka::sync::Cache<String, User>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self { seen: moka::sync::Cache::builder().max_capacity(Self::CAPACITY).time_to_live(Self::TTL).build() }
+    }
 }
 
 impl TokenCache {
@@ -57,33 +64,23 @@ impl TokenCache {
     /// second; long enough that a client sending hundreds of requests a
     /// second costs a couple of reads a second.
     pub const TTL: std::time::Duration = std::time::Duration::from_millis(500);
+    pub const CAPACITY: u64 = 10_000;
 
     pub async fn user(&self, db: &Store, token: &str) -> Result<Option<User>, StoreError> {
         let hash = hash_token(token);
-        if let Some((user, at)) = self.seen.lock().expect("not poisoned").get(&hash)
-            && at.elapsed() < Self::TTL
-        {
-            return Ok(Some(user.clone()));
+        if let Some(user) = self.seen.get(&hash) {
+            return Ok(Some(user));
         }
         let user = by_token(db, token).await?;
-        let mut seen = self.seen.lock().expect("not poisoned");
         match &user {
-            Some(user) => {
-                // Bounded: forget everything rather than grow without limit.
-                if seen.len() > 10_000 {
-                    seen.clear();
-                }
-                seen.insert(hash, (user.clone(), std::time::Instant::now()));
-            }
-            None => {
-                seen.remove(&hash);
-            }
+            Some(user) => self.seen.insert(hash, user.clone()),
+            None => self.seen.invalidate(&hash),
         }
         Ok(user)
     }
 
     /// Forgets every token: after a revocation or a user disabled here.
     pub fn clear(&self) {
-        self.seen.lock().expect("not poisoned").clear();
+        self.seen.invalidate_all();
     }
 }

@@ -65,6 +65,7 @@ pub struct Observation {
     pub archived: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContainerState {
@@ -104,6 +105,7 @@ pub struct Inventory {
     pub archives: Vec<ServerId>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenContainer {
     pub server_id: ServerId,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A virtual server's id: a positive integer that fits in SQLite's signed 64-bit rowid.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct ServerId(u64);
@@ -61,6 +62,7 @@ impl fmt::Display for ServerId {
 
 /// A job's id. It is also the `Nats-Msg-Id` of the job's message, so
 /// JetStream drops a second publish of the same job.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);

@@ -12,13 +12,17 @@
 //! - [`connect`], [`permissions`]: authenticated connections to NATS, and what each role may do there.
 //! - [`jetstream`]: the streams, consumers and bucket, created by the api and bound by the others.
 //! - [`process`], [`telemetry`]: signals, consumer loops and logging, done once for all services.
+//! - [`metrics`], [`health`]: Prometheus metrics; the worker's and scheduler's `/metrics`, `/healthz`, `/readyz`.
+//! - [`cli`]: the configuration argument, `--version` with the commit, and exit 78 for a bad configuration.
 
+pub mod cli;
 #[cfg(any(feature = "sqlx", feature = "rusqlite"))]
 pub mod column;
 pub mod connect;
 pub mod dead;
 pub mod domain;
 pub mod event;
+pub mod health;
 pub mod ids;
 pub mod jetstream;
 pub mod job;

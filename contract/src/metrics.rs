@@ -3,15 +3,12 @@
 //! it as text at `GET /metrics` — the api on its own listener, the worker
 //! and the scheduler on `metrics_listen`.
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
-use tokio_util::sync::CancellationToken;
 
 /// Buckets for jobs and requests, in seconds: from a fast request to a
 /// slow create.
@@ -41,30 +38,10 @@ pub fn render(registry: &Registry) -> Response {
     }
 }
 
-/// Binds `metrics_listen` at start, so a taken address stops the service
-/// with its reason instead of leaving it unwatched.
-pub async fn bind(listen: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    use anyhow::Context as _;
-    tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {key} {listen}"))
-}
-
-/// Serves `GET /metrics` on `listener` until shut down (the worker's and
-/// the scheduler's).
-pub fn serve(
-    listener: tokio::net::TcpListener,
-    registry: Registry,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let app = Router::new()
+/// `GET /metrics` of `registry`, for the worker's and the scheduler's
+/// `metrics_listen` ([`crate::health::Listeners`]).
+pub fn router(registry: Registry) -> Router {
+    Router::new()
         .route("/metrics", get(|State(registry): State<Registry>| async move { render(&registry) }))
-        .with_state(registry);
-    let task = tokio::spawn(async move {
-        let stopped = shutdown.cancelled_owned();
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
-            tracing::warn!(%error, "the metrics listener stopped");
-        }
-    });
-    tracing::info!(%bound, "metrics at /metrics");
-    task
+        .with_state(registry)
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// One published TCP port: `host` on the server's host forwards to
 /// `container` in the server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishedPort {

@@ -8,7 +8,8 @@ use async_nats::jetstream::{Message, consumer::PullConsumer};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-/// A token cancelled on SIGTERM or Ctrl-C.
+/// A token cancelled on SIGTERM or Ctrl-C; a second one exits the process
+/// at once with [`EXIT_FORCED`].
 pub fn shutdown_on_signal() -> CancellationToken {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -19,11 +20,25 @@ pub fn shutdown_on_signal() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutting down");
+        tracing::info!("shutting down (a second SIGTERM or Ctrl-C exits at once)");
         stop.cancel();
+        // An operator who will not wait for the drain says so twice. What
+        // is cut short is what a crash would cut, and recovered the same
+        // way: a job in flight is redelivered, a committed request's job is
+        // published by the outbox.
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without finishing the drain");
+        std::process::exit(EXIT_FORCED);
     });
     shutdown
 }
+
+/// The exit status after a second signal: 128 + SIGTERM, as a shell reports
+/// a process killed by it.
+pub const EXIT_FORCED: i32 = 143;
 
 /// Hands each message of `consumer` to `handle`, one at a time, until
 /// `shutdown`; the pull is reopened after errors (a broker restart).

@@ -197,6 +197,11 @@ pub struct SchedulerSettings {
     /// Where `GET /metrics` answers; unset: no metrics listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where `GET /healthz` (the process runs) and `GET /readyz` (NATS is
+    /// connected) answer, for an orchestrator's probes; unset: none. May be
+    /// `metrics_listen`'s address: one listener then serves all three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,6 +231,12 @@ pub struct WorkerSettings {
     /// worker processes on one host each need their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where `GET /healthz` (the process runs) and `GET /readyz` (Docker
+    /// answers and NATS is connected) answer, for an orchestrator's probes;
+    /// unset: none. May be `metrics_listen`'s address: one listener then
+    /// serves all three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
     /// Run servers unconfined: every capability but CAP_SYS_RESOURCE, no
     /// seccomp or AppArmor profile, writable /proc/sys, all devices. Only
     /// for the default-runtime stand-in for Sysbox in tests, whose inner
@@ -266,10 +277,17 @@ pub struct WorkerSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// Not a `source`: its text is the whole message, shown once.
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+impl From<config::ConfigError> for SettingsError {
+    fn from(e: config::ConfigError) -> Self {
+        SettingsError::Load(e)
+    }
 }
 
 impl Default for Settings {
@@ -333,6 +351,7 @@ impl Default for Settings {
                 capacity: 100,
                 port_range: crate::PortRange { first: 20000, last: 29999 },
                 metrics_listen: None,
+                health_listen: None,
                 unconfined: false,
                 follow_docker_events: true,
                 monitor_interval_ms: 3000,
@@ -349,6 +368,7 @@ impl Default for Settings {
                 cleanup_interval_ms: 60_000,
                 purge_interval_ms: 60_000,
                 metrics_listen: None,
+                health_listen: None,
             },
             log: LogSettings { format: LogFormat::Human },
         }
@@ -369,11 +389,11 @@ fn default_host_id() -> String {
 }
 
 impl Settings {
-    /// Loads the layers. `file` wins over `VSFLEET_CONFIG`.
+    /// Loads the layers: defaults, `file`, the environment. The binaries
+    /// take `file` from `--config` or `VSFLEET_CONFIG` ([`crate::cli`]).
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let env_file = std::env::var_os("VSFLEET_CONFIG").map(PathBuf::from);
         let mut builder = config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
-        if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
+        if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
         }
         let mut settings: Settings = builder

@@ -5,12 +5,17 @@
 //! It holds no state. Each job's message id is `{kind}-{period}` (see
 //! [`vsfleet_contract::schedule`]), so any number of replicas emit each
 //! period's job once: JetStream drops the repeats.
+//!
+//! When configured it serves `GET /metrics` on `scheduler.metrics_listen`,
+//! and `GET /healthz` and `GET /readyz` (NATS is connected) on
+//! `scheduler.health_listen` ([`vsfleet_contract::health`]).
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use vsfleet_contract::health::{Check, Listeners};
 use vsfleet_contract::publish;
 use vsfleet_contract::schedule::{Periodic, Tick, until_next_period};
 use vsfleet_contract::{Settings, Subjects};
@@ -19,7 +24,8 @@ pub struct Scheduler {
     js: jetstream::Context,
     subjects: Subjects,
     intervals: Vec<(Periodic, Duration)>,
-    metrics: Option<tokio::net::TcpListener>,
+    /// `scheduler.metrics_listen` and `scheduler.health_listen`.
+    listeners: Listeners,
 }
 
 /// The scheduler's metrics (`GET /metrics` on `scheduler.metrics_listen`).
@@ -57,24 +63,30 @@ impl Scheduler {
         // api creates the schedule stream, and a tick emitted before it
         // exists is simply retried at the next period.
         let nats = vsfleet_contract::connect::connect(settings, vsfleet_contract::connect::Role::Scheduler).await?;
-        let js = jetstream::new(nats);
+        let js = jetstream::new(nats.clone());
         let s = &settings.scheduler;
         let intervals = vec![
             (Periodic::Sync, Duration::from_millis(s.sync_interval_ms)),
             (Periodic::Cleanup, Duration::from_millis(s.cleanup_interval_ms)),
             (Periodic::Purge, Duration::from_millis(s.purge_interval_ms)),
         ];
-        let metrics = match s.metrics_listen {
-            Some(listen) => Some(vsfleet_contract::metrics::bind(listen, "scheduler.metrics_listen").await?),
-            None => None,
-        };
-        Ok(Self { js, subjects: settings.subjects(), intervals, metrics })
+        // Ready while NATS is connected: the scheduler needs nothing else.
+        let broker: Check = Box::new(move || nats.connection_state() == async_nats::connection::State::Connected);
+        let listeners = Listeners::bind([
+            (
+                s.metrics_listen,
+                "scheduler.metrics_listen",
+                vsfleet_contract::metrics::router(metrics::get().registry.clone()),
+            ),
+            (s.health_listen, "scheduler.health_listen", vsfleet_contract::health::router(vec![("broker", broker)])),
+        ])
+        .await?;
+        Ok(Self { js, subjects: settings.subjects(), intervals, listeners })
     }
 
     /// Emits every kind at the start of each of its periods until shut down.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let registry = metrics::get().registry.clone();
-        let listener = self.metrics.map(|l| vsfleet_contract::metrics::serve(l, registry, shutdown.clone()));
+        let listeners = self.listeners.serve(shutdown.clone());
         let tasks: Vec<_> = self
             .intervals
             .iter()
@@ -85,7 +97,7 @@ impl Scheduler {
                 tokio::spawn(async move { emit_every(js, subject, kind, every, shutdown).await })
             })
             .collect();
-        for task in tasks.into_iter().chain(listener) {
+        for task in tasks.into_iter().chain(listeners) {
             let _ = task.await;
         }
     }

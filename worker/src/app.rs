@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use tokio_util::sync::CancellationToken;
 use vsfleet_contract::Settings;
+use vsfleet_contract::health::{Check, Listeners};
 
 use crate::consumer::{self, JobContext};
 use crate::docker::{self, Containers};
@@ -29,7 +30,8 @@ pub struct Worker {
     hosts: kv::Store,
     ctx: Arc<JobContext<Operations>>,
     health: tokio::sync::watch::Sender<Option<String>>,
-    metrics: Option<tokio::net::TcpListener>,
+    /// `worker.metrics_listen` and `worker.health_listen`.
+    listeners: Listeners,
 }
 
 impl Worker {
@@ -55,6 +57,19 @@ impl Worker {
         let subjects = settings.subjects();
         let host = settings.worker.host_id.clone();
         let (health_tx, health) = Health::new();
+        let listeners = Listeners::bind([
+            (
+                settings.worker.metrics_listen,
+                "worker.metrics_listen",
+                vsfleet_contract::metrics::router(crate::metrics::get().registry.clone()),
+            ),
+            (
+                settings.worker.health_listen,
+                "worker.health_listen",
+                vsfleet_contract::health::router(readiness(&health, &nats)),
+            ),
+        ])
+        .await?;
         let ctx = Arc::new(JobContext {
             ops: Operations {
                 containers: Containers::new(docker, settings.worker.clone(), subjects.prefix()),
@@ -77,11 +92,7 @@ impl Worker {
         presence::announce(&hosts, &settings.worker.host_id, chrono::Utc::now(), None, settings.worker.capacity)
             .await
             .context("announcing this host in the hosts bucket")?;
-        let metrics = match settings.worker.metrics_listen {
-            Some(listen) => Some(vsfleet_contract::metrics::bind(listen, "worker.metrics_listen").await?),
-            None => None,
-        };
-        Ok(Self { settings, nats, js, consumer, sync, hosts, ctx, health: health_tx, metrics })
+        Ok(Self { settings, nats, js, consumer, sync, hosts, ctx, health: health_tx, listeners })
     }
 
     pub fn operations(&self) -> &Operations {
@@ -91,7 +102,7 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then lets running jobs finish
     /// (up to a deadline) before returning.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let Worker { settings, nats, js, consumer, sync, hosts, ctx, health, metrics } = self;
+        let Worker { settings, nats, js, consumer, sync, hosts, ctx, health, listeners } = self;
         let heartbeat = Duration::from_secs(settings.worker.heartbeat_secs);
         tracing::info!(host = settings.worker.host_id, data_root = %settings.worker.data_root.display(), "worker consuming jobs");
         let mut background = vec![
@@ -116,10 +127,7 @@ impl Worker {
                 shutdown.clone(),
             )),
         ];
-        if let Some(listener) = metrics {
-            let registry = crate::metrics::get().registry.clone();
-            background.push(vsfleet_contract::metrics::serve(listener, registry, shutdown.clone()));
-        }
+        background.extend(listeners.serve(shutdown.clone()));
         background.push(tokio::spawn(crate::control::run(
             nats.clone(),
             settings.subjects(),
@@ -143,4 +151,15 @@ impl Worker {
         }
         tracing::info!("worker stopped");
     }
+}
+
+/// What `/readyz` on `worker.health_listen` reads: Docker answers (the
+/// heartbeat's ping, which also decides whether this worker fetches jobs:
+/// [`crate::health`]) and NATS is connected.
+fn readiness(health: &Health, nats: &async_nats::Client) -> Vec<(&'static str, Check)> {
+    let (health, nats) = (health.clone(), nats.clone());
+    vec![
+        ("docker", Box::new(move || health.degraded().is_none())),
+        ("broker", Box::new(move || nats.connection_state() == async_nats::connection::State::Connected)),
+    ]
 }

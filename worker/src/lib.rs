@@ -17,6 +17,8 @@
 //! - [`monitor`]: the containers inside each running server.
 //! - [`presence`]: this host in the hosts bucket.
 //! - [`error`]: why a job failed and whether a retry can help.
+//! - [`health`]: whether Docker answers; the host is degraded while it does not
+//!   (also what `/readyz` on `worker.health_listen` reports).
 //! - [`metrics`]: the worker's Prometheus metrics.
 
 pub mod app;

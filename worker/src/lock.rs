@@ -1,11 +1,12 @@
 //! One job per server at a time, across every worker process on the host.
-//! An advisory `flock` on `{data_root}/.locks/{id}.lock`: the kernel drops it
-//! when the process dies, even by `kill -9`, so a crash never leaves a
-//! server locked.
+//! An advisory exclusive lock on `{data_root}/.locks/{id}.lock`, std's
+//! [`File::try_lock`] (on Linux an `flock`, held per open file, so two opens
+//! in one process exclude each other as two processes do): the kernel drops
+//! it when the file is closed or the process dies, even by `kill -9`, so a
+//! crash never leaves a server locked.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use vsfleet_contract::ServerId;
@@ -47,13 +48,11 @@ impl ServerLock {
 pub fn try_lock(root: &DataRoot, id: ServerId) -> io::Result<Option<ServerLock>> {
     std::fs::create_dir_all(root.locks_dir())?;
     let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(root.lock_file(id))?;
-    // SAFETY: flock on a valid, open descriptor owned by `file`.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(Some(ServerLock { file }));
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ServerLock { file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(err)) => Err(err),
     }
-    let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) }
 }
 
 /// Waits for the lock, calling `still_waiting` about once a second (the

@@ -1,19 +1,14 @@
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
-use vsfleet_contract::Settings;
 use vsfleet_worker::Worker;
 
 mod check;
 
 /// vsfleet worker: runs the lifecycle jobs of one Docker host.
 #[derive(Parser)]
-#[command(version)]
+#[command(version = vsfleet_contract::cli::VERSION)]
 struct Cli {
-    /// TOML configuration file (also VSFLEET_CONFIG); environment variables
-    /// VSFLEET_<SECTION>__<KEY> override it.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: vsfleet_contract::cli::ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -32,7 +27,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    let settings = Settings::load(cli.config.as_deref())?;
+    let settings = cli.config.load_or_exit("vsfleet-worker");
     // A check answers in one line (its error, or "healthy"): no log.
     if matches!(command, Command::Run) {
         vsfleet_contract::telemetry::init(settings.log.format);

@@ -32,12 +32,19 @@ const RECHECK: Duration = Duration::from_secs(10);
 /// other tenants' changes it would otherwise look through again.
 const SKIP_AHEAD: Duration = Duration::from_secs(5);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct FollowQuery {
     /// For clients that cannot set `Last-Event-ID`.
     after: Option<String>,
 }
 
+/// Server-Sent Events: `server` (a server's new status) and `job` (a job's
+/// progress) events, each with its place in the feed as its `id`.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(FollowQuery, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
+    responses(
+        (status = 200, description = "the event stream", body = String, content_type = "text/event-stream"),
+        (status = "default", description = "refused", body = crate::error::ErrorBody)))]
 pub async fn follow(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -14,14 +14,26 @@ use crate::metrics;
 /// `traceparent`, if it sent a valid one, else a new one. The jobs it
 /// publishes carry it (`vsfleet_contract::trace`), so the worker's lines
 /// for them share it.
+/// The span also names the request's `x-request-id` (the caller's, or one
+/// made for it by the layer outside this one; it is sent back).
 pub async fn trace(request: Request, next: Next) -> Response {
     use tracing::Instrument as _;
     use vsfleet_contract::trace::{CURRENT, HEADER, TraceId};
     let given = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).and_then(TraceId::parse);
     let id = given.unwrap_or_else(TraceId::random);
-    let span = tracing::info_span!("request", trace_id = %id, method = %request.method(), path = request.uri().path());
+    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %id,
+        request_id,
+        method = %request.method(),
+        path = request.uri().path()
+    );
     CURRENT.scope(id, next.run(request).instrument(span)).await
 }
+
+/// The request id header, set when the caller sent none and echoed back.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// Counts and times a request under its route's pattern (`/v1/servers/{id}`),
 /// so the labels stay few whatever the ids.
@@ -40,6 +52,8 @@ pub async fn track(request: Request, next: Next) -> Response {
 
 /// The registry, with the gauges read now. Unauthenticated, like the
 /// probes: it names hosts and counts, never a tenant's data.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn scrape(State(state): State<AppState>) -> Response {
     let m = metrics::get();
     let settings = &state.settings;

@@ -7,14 +7,23 @@ mod events;
 mod extract;
 mod handlers;
 mod metrics;
+mod openapi;
+mod page;
 pub mod seed;
 pub mod serve;
 mod ui;
 pub mod views;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::http::HeaderName;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use extract::BODY_LIMIT;
 
@@ -36,39 +45,89 @@ pub struct AppState {
     pub closing: tokio_util::sync::CancellationToken,
 }
 
+/// Every route of the API, each from its handler's `#[utoipa::path]`, so
+/// the OpenAPI document lists exactly what is served; the dashboard's files
+/// are not API and are merged in beside it.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(metrics::scrape))
-        .route("/v1/servers", post(handlers::create_server).get(handlers::list_servers))
-        .route(
-            "/v1/servers/{id}",
-            get(handlers::get_server).patch(handlers::rename_server).delete(handlers::delete_server),
-        )
-        .route("/v1/servers/{id}/jobs", get(handlers::server_jobs))
-        .route("/v1/servers/{id}/containers", get(handlers::server_containers))
-        .route("/v1/servers/{id}/domains", post(handlers::add_domain).get(handlers::server_domains))
-        .route("/v1/servers/{id}/domains/{name}", delete(handlers::remove_domain))
-        .route("/v1/hosts", get(handlers::hosts))
-        .route("/v1/servers/bulk", post(handlers::bulk))
-        .route("/v1/servers/{id}/purge", post(handlers::purge_server))
-        .route("/v1/servers/{id}/{action}", post(handlers::server_action))
-        .route("/v1/jobs/{id}", get(handlers::get_job))
-        .route("/v1/events", get(events::follow))
-        .route("/api/checkauth/vm/{id}", get(seed::checkauth))
-        .route("/api/vm/control", post(seed::control))
-        .route("/v1/users", post(accounts::create_user).get(accounts::list_users))
-        .route("/v1/users/{id}/tokens", post(accounts::create_token).get(accounts::list_tokens))
-        .route("/v1/users/{id}/disable", post(accounts::disable_user))
-        .route("/v1/users/{id}/enable", post(accounts::enable_user))
-        .route("/v1/tokens/{id}", delete(accounts::revoke_token))
-        .route("/v1/activity", get(accounts::activity))
+    let (api, doc) = api().split_for_parts();
+    api.layer(Extension(openapi::Document::new(&doc)))
         .merge(ui::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // The access log: one line a request, when its answer is ready
+        // (status, latency), in the request's span.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|_: &axum::extract::Request| tracing::Span::none())
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Millis))
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(metrics::REQUEST_ID)))
         .layer(axum::middleware::from_fn(metrics::trace))
+        .layer(SetRequestIdLayer::new(HeaderName::from_static(metrics::REQUEST_ID), MakeRequestUuid))
         .with_state(state)
+}
+
+/// The OpenAPI document of [`router`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::readyz))
+        .routes(routes!(metrics::scrape))
+        .routes(routes!(openapi::document))
+        .routes(routes!(handlers::create_server, handlers::list_servers))
+        .routes(routes!(handlers::get_server, handlers::rename_server, handlers::delete_server))
+        .routes(routes!(handlers::server_jobs))
+        .routes(routes!(handlers::server_containers))
+        .routes(routes!(handlers::add_domain, handlers::server_domains))
+        .routes(routes!(handlers::remove_domain))
+        .routes(routes!(handlers::hosts))
+        .routes(routes!(handlers::bulk))
+        .routes(routes!(handlers::purge_server))
+        .routes(routes!(handlers::server_action))
+        .routes(routes!(handlers::get_job))
+        .routes(routes!(events::follow))
+        .routes(routes!(seed::checkauth))
+        .routes(routes!(seed::control))
+        .routes(routes!(accounts::create_user, accounts::list_users))
+        .routes(routes!(accounts::create_token, accounts::list_tokens))
+        .routes(routes!(accounts::disable_user))
+        .routes(routes!(accounts::enable_user))
+        .routes(routes!(accounts::revoke_token))
+        .routes(routes!(accounts::activity))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The router is built from `routes!`, which puts each route in the
+    /// OpenAPI document; a plain `.route(` would serve a path the document
+    /// does not list. Only the dashboard's files (not API) are routed so.
+    #[test]
+    fn every_route_is_documented() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+        let mut plain = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let source = std::fs::read_to_string(&path).unwrap();
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                let routed = line.contains(".route(") || line.contains(".route_service(") || line.contains(".nest(");
+                if routed && !(name == "ui.rs" && line.contains("\"/ui")) {
+                    plain.push(format!("{name}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(plain.is_empty(), "routes outside the OpenAPI document: {plain:#?}");
+        let doc = super::openapi();
+        assert!(doc.paths.paths.contains_key("/v1/servers/{id}"));
+        assert!(!doc.paths.paths.keys().any(|p| p.starts_with("/ui")));
+    }
 }

@@ -7,14 +7,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use vsfleet_contract::{Action, ServerStatus};
 
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, CurrentUser, bearer, cookie};
 use super::views::{JobView, ServerView};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::lifecycle::{self, Actor, Wanted};
 use crate::store::User;
 
@@ -27,11 +27,24 @@ pub const SESSION_COOKIE: &str = "vsfleet_session";
 /// admin, and the server is running. 401 without a valid token, 404 for a
 /// server that does not exist or is deleted, 403 for someone else's server
 /// or one that is not running. Reads only (the token cache, one row).
+#[utoipa::path(get, path = "/api/checkauth/vm/{id}", tag = "seed",
+    params(("id" = String, Path, description = "the server's id")),
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, body = Allowed), (status = "default", description = "refused", body = ErrorBody)))]
 pub async fn checkauth(State(state): State<AppState>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Response {
     match check(&state, &headers, &id).await {
-        Ok(user) => (StatusCode::OK, Json(json!({ "ok": true, "user": user.email, "server_id": id }))).into_response(),
+        Ok(user) => (StatusCode::OK, Json(Allowed { ok: true, user: user.email, server_id: id })).into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// The access check's yes.
+#[derive(Serialize, ToSchema)]
+pub struct Allowed {
+    ok: bool,
+    /// The caller's email.
+    user: String,
+    server_id: String,
 }
 
 async fn check(state: &AppState, headers: &HeaderMap, id: &str) -> Result<User, ApiError> {
@@ -55,7 +68,7 @@ async fn check(state: &AppState, headers: &HeaderMap, id: &str) -> Result<User, 
 }
 
 /// A server id as the seed's frontend sends it: a string (`"42"`) or a number.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum SeedId {
     Text(String),
@@ -74,9 +87,10 @@ impl SeedId {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
+    /// create, start, stop, delete, rename, restore or purge.
     action: String,
     name: Option<String>,
     #[serde(rename = "virtualServerID")]
@@ -90,25 +104,50 @@ pub struct Control {
 /// with `virtualServerID` and `newName`. The answer is the `/v1` one with
 /// `"success": true` and the id as the seed spells it (a string); a refusal
 /// is `"success": false` beside the usual error, with the same status.
+#[utoipa::path(post, path = "/api/vm/control", tag = "seed", request_body = Control, responses(
+    (status = 202, description = "a job accepted (a create also has the server)", body = Done,
+        headers(("Location" = String, description = "the job: `/v1/jobs/{id}`"))),
+    (status = 200, description = "renamed", body = Done),
+    (status = "default", description = "refused", body = Refused)))]
 pub async fn control(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ApiJson(body): ApiJson<Control>,
 ) -> Response {
     match act(&state, &user, body).await {
-        Ok((status, mut answer)) => {
-            answer["success"] = json!(true);
-            (status, Json(answer)).into_response()
+        Ok((StatusCode::ACCEPTED, answer @ Done { job: Some(_), .. })) => {
+            let job = answer.job.as_ref().map(|j| j.id).expect("matched");
+            super::handlers::Accepted(job, answer).into_response()
         }
-        Err(error) => {
-            let mut answer = error.body();
-            answer["success"] = json!(false);
-            (error.status(), Json(answer)).into_response()
-        }
+        Ok((status, answer)) => (status, Json(answer)).into_response(),
+        Err(error) => (error.status(), Json(Refused { success: false, error: error.detail() })).into_response(),
     }
 }
 
-async fn act(state: &AppState, user: &User, body: Control) -> Result<(StatusCode, Value), ApiError> {
+/// What an action did, as the seed's frontend reads it.
+#[derive(Serialize, ToSchema)]
+pub struct Done {
+    /// Always true here.
+    success: bool,
+    /// The server's id, as a string.
+    #[serde(rename = "virtualServerID")]
+    virtual_server_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<ServerView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<JobView>,
+}
+
+/// A refusal, as the seed's frontend reads it.
+#[derive(Serialize, ToSchema)]
+pub struct Refused {
+    /// Always false here.
+    success: bool,
+    error: ErrorDetail,
+}
+
+async fn act(state: &AppState, user: &User, body: Control) -> Result<(StatusCode, Done), ApiError> {
+    let done = |id: i64, server, job| Done { success: true, virtual_server_id: id.to_string(), server, job };
     let alive = || lifecycle::live_hosts_or_none(&state.lifecycle);
     let id = || {
         body.virtual_server_id
@@ -125,10 +164,10 @@ async fn act(state: &AppState, user: &User, body: Control) -> Result<(StatusCode
                 .as_deref()
                 .ok_or_else(|| ApiError::invalid_field("invalid_name", "name", "create needs a name"))?;
             let (server, job) = lifecycle::create(&state.lifecycle, user, name, Wanted::default(), None).await?;
-            let id = server.id.to_string();
+            let id = server.id.as_i64();
             let server = ServerView::new(server, user, alive().await.as_deref());
             let job = JobView::new(job, user);
-            return Ok((StatusCode::ACCEPTED, json!({ "virtualServerID": id, "server": server, "job": job })));
+            return Ok((StatusCode::ACCEPTED, done(id, Some(server), Some(job))));
         }
         "rename" => {
             let id = id()?;
@@ -138,7 +177,7 @@ async fn act(state: &AppState, user: &User, body: Control) -> Result<(StatusCode
                 .ok_or_else(|| ApiError::invalid_field("invalid_name", "newName", "rename needs newName"))?;
             let server = lifecycle::rename(&state.lifecycle, user, id, name).await?;
             let server = ServerView::new(server, user, alive().await.as_deref());
-            return Ok((StatusCode::OK, json!({ "virtualServerID": id.to_string(), "server": server })));
+            return Ok((StatusCode::OK, done(id, Some(server), None)));
         }
         "start" => Action::Start,
         "stop" => Action::Stop,
@@ -155,5 +194,5 @@ async fn act(state: &AppState, user: &User, body: Control) -> Result<(StatusCode
     };
     let id = id()?;
     let job = lifecycle::request(&state.lifecycle, Actor::User(user), id, action).await?;
-    Ok((StatusCode::ACCEPTED, json!({ "virtualServerID": id.to_string(), "job": JobView::new(job, user) })))
+    Ok((StatusCode::ACCEPTED, done(id, None, Some(JobView::new(job, user)))))
 }

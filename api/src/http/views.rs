@@ -6,11 +6,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use vsfleet_contract::{Action, HostPresence, JobId, JobStatus, PublishedPort, ServerId, ServerStatus};
 
 use crate::store::{Account, Activity, Domain, InnerRow, Job, Server, Token, User};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ServerView {
     pub id: ServerId,
     pub name: String,
@@ -69,7 +70,7 @@ impl ServerView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
     pub id: JobId,
     pub server_id: ServerId,
@@ -81,6 +82,7 @@ pub struct JobView {
     pub attempts: i64,
     pub error: Option<String>,
     /// What the action produced (cleanup: the space reclaimed).
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     pub requested_by: Option<i64>,
     pub created_at: DateTime<Utc>,
@@ -112,7 +114,7 @@ impl JobView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountView {
     pub id: i64,
     pub email: String,
@@ -128,7 +130,7 @@ impl From<Account> for AccountView {
 }
 
 /// A token: never its secret, but when it is created ([`NewTokenView`]).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenView {
     pub id: i64,
     pub user_id: i64,
@@ -143,20 +145,29 @@ impl From<Token> for TokenView {
 }
 
 /// A token just created, with the secret shown this once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NewTokenView {
-    #[serde(flatten)]
-    pub token: TokenView,
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
     pub secret: String,
 }
 
 impl From<crate::users::NewToken> for NewTokenView {
     fn from(t: crate::users::NewToken) -> Self {
-        Self { token: t.token.into(), secret: t.secret }
+        let token = t.token;
+        Self {
+            id: token.id,
+            user_id: token.user_id,
+            created_at: token.created_at,
+            revoked_at: token.revoked_at,
+            secret: t.secret,
+        }
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActivityView {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -184,7 +195,7 @@ impl From<Activity> for ActivityView {
 }
 
 /// A container inside a server, as its monitor last reported it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InnerContainerView {
     pub docker_id: String,
     pub image: String,
@@ -214,7 +225,7 @@ impl From<InnerRow> for InnerContainerView {
 }
 
 /// A domain name of a server.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DomainView {
     pub name: String,
     pub created_at: DateTime<Utc>,
@@ -223,6 +234,164 @@ pub struct DomainView {
 impl From<Domain> for DomainView {
     fn from(d: Domain) -> Self {
         Self { name: d.name, created_at: d.created_at }
+    }
+}
+
+/// The envelopes the handlers answer with: one type per answer, so the
+/// OpenAPI document describes what is sent.
+pub mod bodies {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    use super::*;
+    use crate::error::ErrorDetail;
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct ServerBody {
+        pub server: ServerView,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct ServersBody {
+        pub servers: Vec<ServerView>,
+        /// The `after` of the next page; null on the last.
+        pub next: Option<String>,
+    }
+
+    /// A create accepted: the server, `creating`, and its create job.
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct CreatedBody {
+        pub server: ServerView,
+        pub job: JobView,
+    }
+
+    /// A job accepted.
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct JobBody {
+        pub job: JobView,
+        /// When the job's host is not alive: the job waits on its queue.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub warning: Option<String>,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct JobsBody {
+        pub jobs: Vec<JobView>,
+        /// The `after` of the next page; null on the last.
+        pub next: Option<String>,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct ContainersBody {
+        pub containers: Vec<InnerContainerView>,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct DomainBody {
+        pub domain: DomainView,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct DomainsBody {
+        pub domains: Vec<DomainView>,
+        /// The `after` of the next page; null on the last.
+        pub next: Option<String>,
+    }
+
+    /// The domain name removed, as stored (lowercase).
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct RemovedBody {
+        pub removed: String,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct HostView {
+        pub host: String,
+        /// A heartbeat within three heartbeat intervals.
+        pub alive: bool,
+        /// Why the host takes no work now (Docker unreachable), if so.
+        pub degraded: Option<String>,
+        /// The most servers it takes (`worker.capacity`).
+        pub capacity: Option<u32>,
+        /// What its last full sync found.
+        pub last_sync: Option<crate::events::HostSync>,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct HostsBody {
+        pub hosts: Vec<HostView>,
+        /// Messages from NATS that failed the api's checks, by kind (they are in the dead letters).
+        pub rejected_messages: BTreeMap<String, u64>,
+    }
+
+    /// One server of a bulk request: its job, or why it was refused.
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct BulkResult {
+        pub server_id: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub job: Option<JobView>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub error: Option<ErrorDetail>,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct BulkBody {
+        pub accepted: usize,
+        pub refused: usize,
+        pub results: Vec<BulkResult>,
+    }
+
+    /// Which of the api's dependencies answer.
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct Readiness {
+        pub database: bool,
+        pub broker: bool,
+    }
+
+    /// A user just created, with their first token (its secret shown this once).
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct NewUserBody {
+        pub user: AccountView,
+        pub token: NewTokenView,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct UserBody {
+        pub user: AccountView,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct UsersBody {
+        pub users: Vec<AccountView>,
+        /// The `after` of the next page; null on the last.
+        pub next: Option<String>,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct NewTokenBody {
+        pub token: NewTokenView,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct TokenBody {
+        pub token: TokenView,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct TokensBody {
+        pub tokens: Vec<TokenView>,
+        /// The `after` of the next page; null on the last.
+        pub next: Option<String>,
+    }
+
+    /// A page of the activity log, newest first.
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct ActivityBody {
+        pub activity: Vec<ActivityView>,
+        /// The `before` of the next page; null on the last.
+        pub next: Option<i64>,
     }
 }
 

@@ -371,8 +371,8 @@ reads! {
     /// For the readiness probe.
     fn ping() -> ();
     fn server(id: i64) -> Option<Server>;
-    /// Every server when `all`, else `owner`'s.
-    fn servers(all: bool, owner: i64, include_deleted: bool) -> Vec<Server>;
+    /// Every server when `all`, else `owner`'s; by id, from after `after`.
+    fn servers(all: bool, owner: i64, include_deleted: bool, after: i64, limit: i64) -> Vec<Server>;
     /// Servers per host among those that occupy one (everything but deleted).
     fn servers_per_host() -> Vec<(String, i64)>;
     /// The ids of every server in `status`, lowest first.
@@ -381,10 +381,12 @@ reads! {
     fn job(id: JobId) -> Option<Job>;
     fn job_in_flight(server_id: i64) -> Option<Job>;
     fn jobs_in_flight() -> Vec<Job>;
-    fn jobs_of(server_id: i64) -> Vec<Job>;
+    fn jobs_of(server_id: i64, after: Option<JobId>, limit: i64) -> Vec<Job>;
     fn unpublished(before: DateTime<Utc>, limit: i64) -> Vec<Job>;
     fn inner_containers(server_id: i64) -> Vec<InnerRow>;
     fn domains_of(server_id: i64) -> Vec<Domain>;
+    /// By name, from after `after`.
+    fn domains_page(server_id: i64, after: &str, limit: i64) -> Vec<Domain>;
     /// The host ports allocated on `host`, to any server.
     fn ports_on(host: &str) -> Vec<i32>;
     /// The domains of every server when `all`, else of `owner`'s servers.
@@ -399,9 +401,9 @@ reads! {
     fn user_by_token_hash(hash: &str) -> Option<User>;
     fn account(id: i64) -> Option<Account>;
     fn account_by_email(email: &str) -> Option<Account>;
-    fn accounts() -> Vec<Account>;
+    fn accounts(after: i64, limit: i64) -> Vec<Account>;
     fn token(id: i64) -> Option<Token>;
-    fn tokens_of(user_id: i64) -> Vec<Token>;
+    fn tokens_of(user_id: i64, after: i64, limit: i64) -> Vec<Token>;
     fn activity(user_id: Option<i64>, before: Option<i64>, limit: i64) -> Vec<Activity>;
 }
 

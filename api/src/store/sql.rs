@@ -40,13 +40,20 @@ pub async fn servers<'e>(
     all: bool,
     owner: i64,
     include_deleted: bool,
+    after: i64,
+    limit: i64,
 ) -> Result<Vec<Server>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM servers WHERE ($1 OR owner_id = $2) AND ($3 OR status <> 'deleted') ORDER BY id")
-        .bind(all)
-        .bind(owner)
-        .bind(include_deleted)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(
+        "SELECT * FROM servers WHERE ($1 OR owner_id = $2) AND ($3 OR status <> 'deleted') AND id > $4
+         ORDER BY id LIMIT $5",
+    )
+    .bind(all)
+    .bind(owner)
+    .bind(include_deleted)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Servers per host among those that occupy one (everything but deleted).
@@ -150,11 +157,25 @@ pub async fn jobs_in_flight<'e>(db: impl Executor<'e, Database = DB>) -> Result<
 }
 
 /// A server's jobs, newest first, at most 200.
-pub async fn jobs_of<'e>(db: impl Executor<'e, Database = DB>, server_id: i64) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM jobs WHERE server_id = $1 ORDER BY created_at DESC, id LIMIT 200")
-        .bind(server_id)
-        .fetch_all(db)
-        .await
+/// Newest first; `after` a job of the list, the ones listed after it. The
+/// place is compared as stored (no timestamp leaves the database).
+pub async fn jobs_of<'e>(
+    db: impl Executor<'e, Database = DB>,
+    server_id: i64,
+    after: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT j.* FROM jobs j WHERE j.server_id = $1 AND ($2 IS NULL OR EXISTS (
+             SELECT 1 FROM jobs a WHERE a.id = $2
+             AND (j.created_at < a.created_at OR (j.created_at = a.created_at AND j.id > a.id))))
+         ORDER BY j.created_at DESC, j.id LIMIT $3",
+    )
+    .bind(server_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Queued jobs JetStream has not acknowledged, oldest first, created before
@@ -304,6 +325,22 @@ pub async fn domains_of<'e>(db: impl Executor<'e, Database = DB>, server_id: i64
         .await
 }
 
+pub async fn domains_page<'e>(
+    db: impl Executor<'e, Database = DB>,
+    server_id: i64,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<Domain>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT server_id, name, created_at FROM domains WHERE server_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+    )
+    .bind(server_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 pub async fn ports_on<'e>(db: impl Executor<'e, Database = DB>, host: &str) -> Result<Vec<i32>, sqlx::Error> {
     sqlx::query_scalar(super::TAKEN_PORTS).bind(host).fetch_all(db).await
 }
@@ -375,8 +412,16 @@ pub async fn account_by_email<'e>(
         .await
 }
 
-pub async fn accounts<'e>(db: impl Executor<'e, Database = DB>) -> Result<Vec<Account>, sqlx::Error> {
-    sqlx::query_as("SELECT id, email, is_admin, created_at, disabled_at FROM users ORDER BY id").fetch_all(db).await
+pub async fn accounts<'e>(
+    db: impl Executor<'e, Database = DB>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Account>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, is_admin, created_at, disabled_at FROM users WHERE id > $1 ORDER BY id LIMIT $2")
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 /// Inserts a user; a taken email is a unique violation.
@@ -429,11 +474,20 @@ pub async fn token<'e>(db: impl Executor<'e, Database = DB>, id: i64) -> Result<
         .await
 }
 
-pub async fn tokens_of<'e>(db: impl Executor<'e, Database = DB>, user_id: i64) -> Result<Vec<Token>, sqlx::Error> {
-    sqlx::query_as("SELECT id, user_id, created_at, revoked_at FROM api_tokens WHERE user_id = $1 ORDER BY id")
-        .bind(user_id)
-        .fetch_all(db)
-        .await
+pub async fn tokens_of<'e>(
+    db: impl Executor<'e, Database = DB>,
+    user_id: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Token>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, created_at, revoked_at FROM api_tokens WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Revokes a token (revoking twice keeps the first time).

@@ -9,12 +9,15 @@ mod helpers {
 
 mod accounts;
 mod chaos;
+mod conventions;
 mod crash;
 mod delivery;
 mod drift;
+mod drift_gap;
 mod errors;
 mod events;
 mod failures;
+mod health;
 mod hygiene;
 mod invariants;
 mod lifecycle;
@@ -22,6 +25,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod monitor;
+mod openapi;
 mod outage;
 mod placement;
 mod ports;
@@ -32,3 +36,4 @@ mod seed;
 mod stack;
 mod store;
 mod trust;
+mod ui;
