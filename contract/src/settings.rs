@@ -148,6 +148,14 @@ pub struct ApiSettings {
     /// How long a connection may sit with no request in flight and nothing
     /// sent; then it is closed.
     pub http_idle_timeout_secs: u64,
+    /// The longest a request may take to be answered (its status and
+    /// headers: an event stream's body goes on); then 503
+    /// `request_timeout`. What the request committed stays committed.
+    pub request_timeout_secs: u64,
+    /// At shutdown, how long the requests being served may take to finish;
+    /// then their connections are closed. Below the supervisor's stop
+    /// timeout (compose's `stop_grace_period`, systemd's `TimeoutStopSec`).
+    pub drain_timeout_secs: u64,
 }
 
 /// Seconds each action's job may take from request to result: queued
@@ -337,6 +345,8 @@ impl Default for Settings {
                 max_servers_per_user: 10,
                 http_header_timeout_secs: 10,
                 http_idle_timeout_secs: 60,
+                request_timeout_secs: 30,
+                drain_timeout_secs: 20,
             },
             worker: WorkerSettings {
                 host_id: default_host_id(),
@@ -514,6 +524,8 @@ impl Settings {
         for (key, secs) in [
             ("api.http_header_timeout_secs", api.http_header_timeout_secs),
             ("api.http_idle_timeout_secs", api.http_idle_timeout_secs),
+            ("api.request_timeout_secs", api.request_timeout_secs),
+            ("api.drain_timeout_secs", api.drain_timeout_secs),
         ] {
             if secs == 0 {
                 return invalid(key, "must be at least 1".into());

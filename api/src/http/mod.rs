@@ -3,6 +3,7 @@
 //! `accounts`.
 
 mod accounts;
+mod deadline;
 mod events;
 mod extract;
 mod handlers;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), deadline::limit))
         // The access log: one line a request, when its answer is ready
         // (status, latency), in the request's span.
         .layer(

@@ -19,7 +19,8 @@
 //! limits are kept here, from what the connection's socket sees.
 //!
 //! On shutdown the listener is closed at once, every connection finishes
-//! the request it is serving and closes, and the loop returns when all have.
+//! the request it is serving and closes, and the loop returns when all have,
+//! or after `drain` with the rest closed.
 
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ pub struct Limits {
     pub header: Duration,
     /// How long a connection may sit with nothing in flight.
     pub idle: Duration,
+    /// At shutdown, how long the requests in flight may take to finish.
+    pub drain: Duration,
 }
 
 impl Limits {
@@ -50,6 +53,7 @@ impl Limits {
         Self {
             header: Duration::from_secs(api.http_header_timeout_secs),
             idle: Duration::from_secs(api.http_idle_timeout_secs),
+            drain: Duration::from_secs(api.drain_timeout_secs),
         }
     }
 
@@ -89,7 +93,16 @@ pub async fn serve(
         }
     }
     drop(listener);
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(limits.drain, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        // Cut as a crash would cut them: a request not answered yet was
+        // either committed (its job is published by the outbox) or not.
+        tracing::warn!(
+            connections = connections.len(),
+            "requests still in flight after api.drain_timeout_secs; closing their connections"
+        );
+        connections.shutdown().await;
+    }
     Ok(())
 }
 

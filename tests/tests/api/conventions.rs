@@ -193,3 +193,55 @@ async fn a_202_locates_its_job_a_503_says_when_to_retry_and_bearer_is_read_in_an
     drop(held);
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_request_not_answered_in_time_gets_a_503_saying_so() {
+    let app = spawn_app_with(|s| {
+        s.api.request_timeout_secs = 1;
+        s.nats.publish_timeout_ms = 60_000;
+    })
+    .await;
+    let id = app.create_running("laikas", json!({})).await;
+    // The broker frozen: the stop's publish waits for an acknowledgement.
+    app.nats_server.freeze();
+    let response = app
+        .http
+        .post(format!("http://{}/v1/servers/{id}/stop", app.addr))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(response.headers().contains_key("x-request-id"), "every answer names its request");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    app.nats_server.thaw();
+    app.teardown().await;
+}
+
+#[test]
+fn a_bad_configuration_exits_78_in_one_line_and_the_version_names_the_commit() {
+    use std::process::Command;
+    let dir = vsfleet_tests::process::bin_dir();
+    for bin in ["vsfleet-api", "vsfleet-worker", "vsfleet-scheduler"] {
+        let missing = Command::new(dir.join(bin)).args(["--config", "/nonexistent/vsfleet.toml"]).output().unwrap();
+        let bad_key = Command::new(dir.join(bin)).env("VSFLEET_NATS__PREFIX", "a b").output().unwrap();
+        for (out, names) in [(missing, "/nonexistent/vsfleet.toml"), (bad_key, "nats.prefix")] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{bin}: {stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "{bin}: one line: {stderr}");
+            assert!(stderr.contains(names), "{bin}: {stderr}");
+        }
+        let version = Command::new(dir.join(bin)).arg("--version").output().unwrap();
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+        let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok();
+        match head.filter(|h| h.status.success()) {
+            Some(head) => {
+                let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+                assert_eq!(version, format!("{bin} {} ({head})", env!("CARGO_PKG_VERSION")));
+            }
+            None => assert!(version.starts_with(&format!("{bin} {} (", env!("CARGO_PKG_VERSION"))), "{version}"),
+        }
+    }
+}

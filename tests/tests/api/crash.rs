@@ -186,3 +186,37 @@ async fn the_api_told_to_stop_answers_the_requests_it_holds() {
     assert!(exit.success(), "{exit:?}");
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn the_api_stops_draining_after_its_deadline_and_a_second_signal_exits_at_once() {
+    // A publish that would wait 60 s: only the drain's deadline ends it sooner.
+    let mut app = spawn_app_with(|s| {
+        s.api.drain_timeout_secs = 1;
+        s.nats.publish_timeout_ms = 60_000;
+    })
+    .await;
+    let first = app.create_running("pirmas", json!({})).await;
+    let second = app.create_running("antras", json!({})).await;
+
+    let api = app.start_api_process().await;
+    let (pending, _) = stop_held_in_publish(&app, first).await;
+    app.services[api].terminate();
+    let exit = app.services[api].exited(Duration::from_secs(20)).await.expect("the api exits at its drain deadline");
+    assert!(exit.success(), "{exit:?}");
+    assert!(pending.await.unwrap().is_err(), "the held request's connection was closed, not answered");
+    app.nats_server.thaw();
+
+    // A long drain, cut short by a second SIGTERM.
+    let api = app.spawn_service("vsfleet-api", &[("VSFLEET_API__DRAIN_TIMEOUT_SECS", "600".into())]);
+    app.wait_api_answers().await;
+    let (pending, _) = stop_held_in_publish(&app, second).await;
+    app.services[api].terminate();
+    app.services[api].wait_for_log("a second SIGTERM or Ctrl-C exits at once", WAIT).await;
+    assert!(app.services[api].is_running(), "the api drains: it holds a request");
+    app.services[api].terminate();
+    let exit = app.services[api].exited(Duration::from_secs(20)).await.expect("a second SIGTERM exits at once");
+    assert_eq!(exit.code(), Some(vsfleet_contract::process::EXIT_FORCED), "{exit:?}");
+    assert!(pending.await.unwrap().is_err());
+    app.nats_server.thaw();
+    app.teardown().await;
+}
