@@ -84,3 +84,29 @@ impl TokenCache {
         self.seen.invalidate_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored hashes must not change with the sha2/hex versions: the
+    /// lower-case hex of SHA-256, as `sha256sum` prints it.
+    #[test]
+    fn token_hash_is_lowercase_hex_sha256() {
+        assert_eq!(hash_token("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash_token("vsf_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            "72a4465c0bbc7ab780f3b6c270d7b59ab7908231edc9e90ad08da54d7e3b4941"
+        );
+    }
+
+    #[test]
+    fn new_token_is_vsf_and_64_hex_and_hashed() {
+        let (secret, hash) = new_token();
+        let hex = secret.strip_prefix("vsf_").expect("vsf_ prefix");
+        assert_eq!(hex.len(), 64);
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(hash, hash_token(&secret));
+        assert_ne!(new_token().0, secret);
+    }
+}

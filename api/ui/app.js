@@ -211,13 +211,16 @@ async function act(id, action) {
     const name = server ? server.name : '';
     if (!window.confirm(`Purge server ${id} ${name}? Its data is deleted for good.`)) return;
   }
+  const session = state.session;
   try {
     const path = `/v1/servers/${encodeURIComponent(id)}`;
     const reply = action === 'delete' ? await api('DELETE', path) : await api('POST', `${path}/${action}`);
+    if (session !== state.session) return;
     clearError();
     const warning = reply.warning ? ` (${reply.warning})` : '';
     notice(`${action} of server ${id} accepted: job ${reply.job.id}${warning}`);
   } catch (error) {
+    if (session !== state.session) return;
     fail(error);
   }
   refreshServers();
@@ -231,14 +234,17 @@ async function create(event) {
   const memory = $('create-memory').value.trim();
   if (cpus !== '') body.cpus = Number(cpus);
   if (memory !== '') body.memory_mb = Number(memory);
+  const session = state.session;
   try {
     const reply = await api('POST', '/v1/servers', body);
+    if (session !== state.session) return;
     clearError();
     state.servers.set(reply.server.id, reply.server);
     renderServers();
     $('create-form').reset();
     notice(`Server ${reply.server.id} is being created: job ${reply.job.id}`);
   } catch (error) {
+    if (session !== state.session) return;
     fail(error);
   }
   // The events may have overtaken the answer: the list is newer than both.

@@ -531,6 +531,12 @@ impl Settings {
                 return invalid(key, "must be at least 1".into());
             }
         }
+        if api.request_timeout_secs.saturating_mul(1000) <= self.nats.publish_timeout_ms {
+            return invalid(
+                "api.request_timeout_secs",
+                "must be above nats.publish_timeout_ms: a request waits that long for JetStream".into(),
+            );
+        }
         if !(1..=5).contains(&self.nats.replicas) {
             return invalid(
                 "nats.replicas",

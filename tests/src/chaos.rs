@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bollard::models::ContainerStateStatusEnum;
 use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+use rand::{RngExt as _, SeedableRng as _};
 use serde_json::{Value, json};
 
 use crate::app::{TestApp, spawn_app_with};

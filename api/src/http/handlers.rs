@@ -110,7 +110,6 @@ pub struct ListQuery {
     include_deleted: bool,
 }
 
-/// The caller's servers (every server for an admin).
 /// The caller's servers (every server for an admin), by id, a page at a time.
 #[utoipa::path(get, path = "/v1/servers", tag = "servers", params(ListQuery, PageQuery), responses(
     (status = 200, body = ServersBody), (status = "default", description = "refused", body = ErrorBody)))]
@@ -121,12 +120,16 @@ pub async fn list_servers(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Reply<ServersBody> {
     let alive = lifecycle::live_hosts_or_none(&state.lifecycle).await;
-    let mut domains: HashMap<ServerId, Vec<Domain>> = HashMap::new();
-    for domain in state.db.domains_visible(user.is_admin, user.id).await? {
-        domains.entry(domain.server_id).or_default().push(domain);
-    }
-    let rows = servers::list(&state.db, &user, q.include_deleted, page.after_id()?, page.fetch()).await?;
+    let after = page.after_id()?;
+    let rows = servers::list(&state.db, &user, q.include_deleted, after, page.fetch()).await?;
     let (rows, next) = page.split(rows, |s| s.id.to_string());
+    // The page's servers' domains only: ids are ascending, the page is (after, last].
+    let mut domains: HashMap<ServerId, Vec<Domain>> = HashMap::new();
+    if let Some(last) = rows.last() {
+        for domain in state.db.domains_visible(user.is_admin, user.id, after + 1, last.id.as_i64()).await? {
+            domains.entry(domain.server_id).or_default().push(domain);
+        }
+    }
     let list: Vec<_> = rows
         .into_iter()
         .map(|s| {
@@ -337,7 +340,15 @@ pub async fn server_jobs(
 ) -> Reply<JobsBody> {
     let id = server_id(&id)?;
     servers::get_visible(&state.db, &user, id).await?;
-    let (rows, next) = page.split(state.db.jobs_of(id, page.after_job()?, page.fetch()).await?, |j| j.id.to_string());
+    let after = page.after_job()?;
+    // A job of another server, or none, is no place in this list: refused
+    // rather than answered with an empty last page.
+    if let Some(after) = after
+        && state.db.job(after).await?.is_none_or(|j| j.server_id.as_i64() != id)
+    {
+        return Err(ApiError::BadRequest(format!("after: {after} is not a job of server {id}")));
+    }
+    let (rows, next) = page.split(state.db.jobs_of(id, after, page.fetch()).await?, |j| j.id.to_string());
     ok(StatusCode::OK, JobsBody { jobs: rows.into_iter().map(|j| JobView::new(j, &user)).collect(), next })
 }
 

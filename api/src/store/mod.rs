@@ -389,8 +389,8 @@ reads! {
     fn domains_page(server_id: i64, after: &str, limit: i64) -> Vec<Domain>;
     /// The host ports allocated on `host`, to any server.
     fn ports_on(host: &str) -> Vec<i32>;
-    /// The domains of every server when `all`, else of `owner`'s servers.
-    fn domains_visible(all: bool, owner: i64) -> Vec<Domain>;
+    /// The domains of the servers `from..=to`: every server's when `all`, else `owner`'s.
+    fn domains_visible(all: bool, owner: i64, from: i64, to: i64) -> Vec<Domain>;
     fn drop_stale_containers(before: DateTime<Utc>) -> u64;
     /// The change feed after `after`, oldest first; every server's when
     /// `all`, else `owner`'s.

@@ -156,9 +156,8 @@ pub async fn jobs_in_flight<'e>(db: impl Executor<'e, Database = DB>) -> Result<
     sqlx::query_as(concat!("SELECT * FROM jobs j WHERE ", in_flight!())).fetch_all(db).await
 }
 
-/// A server's jobs, newest first, at most 200.
-/// Newest first; `after` a job of the list, the ones listed after it. The
-/// place is compared as stored (no timestamp leaves the database).
+/// A server's jobs, newest first, from after `after` (one of the server's jobs). The place
+/// is compared as stored (no timestamp leaves the database).
 pub async fn jobs_of<'e>(
     db: impl Executor<'e, Database = DB>,
     server_id: i64,
@@ -167,7 +166,7 @@ pub async fn jobs_of<'e>(
 ) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(
         "SELECT j.* FROM jobs j WHERE j.server_id = $1 AND ($2 IS NULL OR EXISTS (
-             SELECT 1 FROM jobs a WHERE a.id = $2
+             SELECT 1 FROM jobs a WHERE a.id = $2 AND a.server_id = $1
              AND (j.created_at < a.created_at OR (j.created_at = a.created_at AND j.id > a.id))))
          ORDER BY j.created_at DESC, j.id LIMIT $3",
     )
@@ -345,17 +344,23 @@ pub async fn ports_on<'e>(db: impl Executor<'e, Database = DB>, host: &str) -> R
     sqlx::query_scalar(super::TAKEN_PORTS).bind(host).fetch_all(db).await
 }
 
+/// The domains of the servers with ids in `from..=to` (one page of a
+/// server list), of every server when `all`, else of `owner`'s.
 pub async fn domains_visible<'e>(
     db: impl Executor<'e, Database = DB>,
     all: bool,
     owner: i64,
+    from: i64,
+    to: i64,
 ) -> Result<Vec<Domain>, sqlx::Error> {
     sqlx::query_as(
         "SELECT d.server_id, d.name, d.created_at FROM domains d JOIN servers s ON s.id = d.server_id
-         WHERE $1 OR s.owner_id = $2 ORDER BY d.server_id, d.name",
+         WHERE ($1 OR s.owner_id = $2) AND d.server_id BETWEEN $3 AND $4 ORDER BY d.server_id, d.name",
     )
     .bind(all)
     .bind(owner)
+    .bind(from)
+    .bind(to)
     .fetch_all(db)
     .await
 }

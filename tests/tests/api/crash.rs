@@ -193,6 +193,7 @@ async fn the_api_stops_draining_after_its_deadline_and_a_second_signal_exits_at_
     let mut app = spawn_app_with(|s| {
         s.api.drain_timeout_secs = 1;
         s.nats.publish_timeout_ms = 60_000;
+        s.api.request_timeout_secs = 120;
     })
     .await;
     let first = app.create_running("pirmas", json!({})).await;

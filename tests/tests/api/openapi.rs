@@ -18,6 +18,8 @@ struct Spec {
     /// Strict copies of the component schemas, for `$ref`s to resolve in.
     components: Value,
     called: BTreeSet<(String, String)>,
+    /// Operations whose documented success was seen and validated.
+    succeeded: BTreeSet<(String, String)>,
 }
 
 impl Spec {
@@ -26,7 +28,7 @@ impl Spec {
         for schema in components["schemas"].as_object_mut().expect("component schemas").values_mut() {
             strict(schema);
         }
-        Spec { doc, components, called: BTreeSet::new() }
+        Spec { doc, components, called: BTreeSet::new(), succeeded: BTreeSet::new() }
     }
 
     /// Every operation of the document, as (METHOD, path template).
@@ -61,6 +63,9 @@ impl Spec {
     /// Checks one real answer against the document.
     fn check(&mut self, method: &Method, template: &str, status: StatusCode, content_type: &str, body: &Value) {
         self.called.insert((method.to_string(), template.to_owned()));
+        if status.is_success() {
+            self.succeeded.insert((method.to_string(), template.to_owned()));
+        }
         let (documented_type, schema) = self.response(method, template, status);
         let media = |t: &str| t.split(';').next().unwrap_or_default().trim().to_owned();
         assert_eq!(media(content_type), media(&documented_type), "{method} {template} {status}: content type");
@@ -266,5 +271,7 @@ async fn every_documented_operation_answers_as_its_schema_says() {
 
     let missed: Vec<_> = spec.operations().difference(&spec.called).cloned().collect();
     assert!(missed.is_empty(), "documented operations the test did not call: {missed:?}");
+    let failed: Vec<_> = spec.operations().difference(&spec.succeeded).cloned().collect();
+    assert!(failed.is_empty(), "documented operations never answered with a success: {failed:?}");
     app.teardown().await;
 }

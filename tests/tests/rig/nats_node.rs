@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
+use rand::{RngExt as _, SeedableRng as _};
 use reqwest::StatusCode;
 use serde_json::json;
 use vsfleet_tests::rig::{Rig, RigConfig, secs};
