@@ -62,7 +62,9 @@ impl fmt::Display for ServerId {
 
 /// A job's id. It is also the `Nats-Msg-Id` of the job's message, so
 /// JetStream drops a second publish of the same job.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// Its schema is spelled out: utoipa's `uuid` feature would build `uuid` a
+// second time (with other features) for one string format.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = "uuid"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);

@@ -355,7 +355,7 @@ pub async fn server_jobs(
 /// A job is visible to its requester, the server's owner, and admins. Jobs
 /// outlive purged servers, so the requester is checked first.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, format = Uuid, description = "the job's id")),
+    params(("id" = String, Path, format = "uuid", description = "the job's id")),
     responses((status = 200, body = JobBody), (status = "default", description = "refused", body = ErrorBody)))]
 pub async fn get_job(
     State(state): State<AppState>,

@@ -121,7 +121,8 @@ pub async fn control(
         }
         Ok((status, answer)) => (status, Json(answer)).into_response(),
         Err(error) => {
-            let mut response = (error.status(), Json(Refused { success: false, error: error.detail() })).into_response();
+            let mut response =
+                (error.status(), Json(Refused { success: false, error: error.detail() })).into_response();
             if let ApiError::Unavailable { .. } = error {
                 let retry = axum::http::HeaderValue::from_static(crate::error::RETRY_AFTER_SECS);
                 response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry);

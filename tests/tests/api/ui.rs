@@ -283,6 +283,7 @@ async fn the_dashboard_shows_a_users_server_come_up_and_stop_live() {
         page.text(&format!("{host_row} .badge")).await.filter(|t| t == "alive")
     })
     .await;
+    page.screenshot("admin").await;
     page.still_the_same_document().await;
 
     page.client.close().await.unwrap();
