@@ -57,7 +57,7 @@ impl Application {
             registry: crate::hosts::Registry::default(),
             hosts: objects.hosts,
         };
-        let state = AppState {
+        let state = AppState::new(crate::http::Shared {
             db,
             settings,
             lifecycle,
@@ -65,7 +65,7 @@ impl Application {
             inbound,
             syncs: Arc::default(),
             closing: CancellationToken::new(),
-        };
+        });
         Ok(Self { listener, state, events, schedule, monitor, marker })
     }
 

@@ -68,7 +68,7 @@ pub async fn follow(
         Some((futures::stream::iter(changes.into_iter().map(|c| Ok(event(c)))), (follower, next)))
     })
     .flatten()
-    .take_until(state.closing.cancelled_owned());
+    .take_until(state.closing.clone().cancelled_owned());
     Ok(Sse::new(feed).keep_alive(KeepAlive::default()))
 }
 
