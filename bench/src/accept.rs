@@ -38,9 +38,22 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
 /// Inserts `count` stopped servers on the app's host, as rows only, on
 /// whichever database the app uses.
 pub async fn seed_servers(app: &TestApp, count: usize) -> anyhow::Result<Vec<i64>> {
+    seed_rows(app, count, "stopped", Utc::now()).await
+}
+
+/// Inserts `count` servers in `status` on the app's host, as rows only;
+/// running ones get a container id each.
+pub async fn seed_rows(
+    app: &TestApp,
+    count: usize,
+    status: &'static str,
+    created_at: chrono::DateTime<Utc>,
+) -> anyhow::Result<Vec<i64>> {
     use vsfleet_api::store::Store;
-    const INSERT: &str = "INSERT INTO servers (owner_id, name, host, status, data_exists, created_at, updated_at)
-         VALUES (1, $1, $2, 'stopped', TRUE, $3, $3) RETURNING id";
+    const INSERT: &str =
+        "INSERT INTO servers (owner_id, name, host, status, container_id, data_exists, created_at, updated_at)
+         VALUES (1, $1, $2, $3, $4, TRUE, $5, $5) RETURNING id";
+    let container = |n: usize| (status == "running").then(|| format!("{n:064x}"));
     macro_rules! seed {
         ($pool:expr) => {{
             let mut tx = $pool.begin().await?;
@@ -49,7 +62,9 @@ pub async fn seed_servers(app: &TestApp, count: usize) -> anyhow::Result<Vec<i64
                 let id: i64 = sqlx::query_scalar(INSERT)
                     .bind(format!("bench {n}"))
                     .bind(app.host())
-                    .bind(Utc::now())
+                    .bind(status)
+                    .bind(container(n))
+                    .bind(created_at)
                     .fetch_one(&mut *tx)
                     .await?;
                 ids.push(id);

@@ -23,7 +23,7 @@ use crate::accept::{CLIENTS, fire, publish_acked, seed_servers};
 use crate::cpu;
 use crate::report::Row;
 
-const JOBS: usize = 3000;
+pub const JOBS: usize = 3000;
 
 /// Succeeds at once, reporting a running container.
 struct Noop;
@@ -40,37 +40,69 @@ impl Execute for Noop {
 
 pub async fn run() -> anyhow::Result<Vec<Row>> {
     eprintln!("dispatch: {JOBS} jobs end to end with a no-op executor");
+    let m = measure(1, true).await?;
+    let (rate, raw) = (m.rate, m.raw.unwrap_or_default());
+    let load = format!("{JOBS} jobs, {CLIENTS} clients, worker concurrency 64");
+    Ok(vec![
+        Row::new("dispatch", "jobs carried end to end", load, "jobs/s", rate)
+            .raw(raw)
+            .goal("≥ 5000 jobs/s", rate >= 5000.0),
+        // Where the time goes: well under 100% means the pipeline waits on
+        // round trips rather than on CPU.
+        Row::new("dispatch", "CPU busy: api + worker + clients", "same window", "% of cores", m.busy_here),
+        Row::new("dispatch", "CPU busy: nats-server", "same window", "% of cores", m.busy_nats),
+    ])
+}
+
+/// One timed dispatch window.
+pub struct Measured {
+    pub rate: f64,
+    /// CPU share of this process (api, consumers, clients) in the window.
+    pub busy_here: f64,
+    pub busy_nats: f64,
+    /// Raw publish → pull-consume → ack on the same server, when asked for.
+    pub raw: Option<f64>,
+}
+
+/// [`JOBS`] jobs end to end through `consumers` job consumers of the same
+/// host (each its own NATS connection as the host's worker, its own pull
+/// loop of concurrency 64, the same durable consumer): what several worker
+/// processes on one host would be, in this process.
+pub async fn measure(consumers: usize, with_raw: bool) -> anyhow::Result<Measured> {
     let mut app = spawn_app_with(|s| s.worker.concurrency = 64).await;
     app.stop_worker().await;
     let settings = app.settings.clone();
     let host = settings.worker.host_id.clone();
-    // The worker's own NATS user, as a real worker runs with.
-    let (worker_nats, _) = app.connect_as(&vsfleet_contract::permissions::worker_user(&host)).await;
-    let worker_js = async_nats::jetstream::new(worker_nats);
-    let (jobs, _, _) = vsfleet_contract::jetstream::bind(&worker_js, &settings).await?;
-    let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
-    let subjects = settings.subjects();
-    let ctx = Arc::new(JobContext {
-        ops: Noop,
-        root: DataRoot::new(settings.worker.data_root.clone()),
-        dead: vsfleet_worker::dead::DeadLetters::new(worker_js.clone(), subjects.clone(), &host),
-        reporter: Reporter::new(worker_js.clone(), &subjects, &host),
-        subjects,
-        host,
-        max_deliver: settings.nats.max_deliver,
-        ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
-        retry: vsfleet_worker::retry::Policy::from_settings(&settings.worker),
-        health: vsfleet_worker::health::Health::new().1,
-        deadlines: settings.api.deadlines.clone(),
-    });
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(consumer::run(
-        jobs_consumer,
-        ctx,
-        settings.worker.concurrency,
-        stop.clone(),
-        Duration::from_secs(5),
-    ));
+    let mut workers = Vec::new();
+    for _ in 0..consumers {
+        // The worker's own NATS user, as a real worker runs with.
+        let (worker_nats, _) = app.connect_as(&vsfleet_contract::permissions::worker_user(&host)).await;
+        let worker_js = async_nats::jetstream::new(worker_nats);
+        let (jobs, _, _) = vsfleet_contract::jetstream::bind(&worker_js, &settings).await?;
+        let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
+        let subjects = settings.subjects();
+        let ctx = Arc::new(JobContext {
+            ops: Noop,
+            root: DataRoot::new(settings.worker.data_root.clone()),
+            dead: vsfleet_worker::dead::DeadLetters::new(worker_js.clone(), subjects.clone(), &host),
+            reporter: Reporter::new(worker_js.clone(), &subjects, &host),
+            subjects,
+            host: host.clone(),
+            max_deliver: settings.nats.max_deliver,
+            ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+            retry: vsfleet_worker::retry::Policy::from_settings(&settings.worker),
+            health: vsfleet_worker::health::Health::new().1,
+            deadlines: settings.api.deadlines.clone(),
+        });
+        workers.push(tokio::spawn(consumer::run(
+            jobs_consumer,
+            ctx,
+            settings.worker.concurrency,
+            stop.clone(),
+            Duration::from_secs(5),
+        )));
+    }
 
     let ids = seed_servers(&app, JOBS).await?;
     // A real server's first job (its create) made its lock file; seeded
@@ -100,20 +132,17 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let busy_here = cpu::share(cpu::seconds(me) - cpu0.0, wall);
     let busy_nats = cpu::share(cpu::seconds(nats) - cpu0.1, wall);
     stop.cancel();
-    worker.await?;
-    let raw_js = async_nats::jetstream::new(app.connect_as(vsfleet_tests::app::UNRESTRICTED).await.0);
-    let raw = raw_dispatch_rate(&raw_js, &format!("{}_bench_dispatch", app.prefix()), JOBS).await?;
+    for worker in workers {
+        worker.await?;
+    }
+    let raw = if with_raw {
+        let raw_js = async_nats::jetstream::new(app.connect_as(vsfleet_tests::app::UNRESTRICTED).await.0);
+        Some(raw_dispatch_rate(&raw_js, &format!("{}_bench_dispatch", app.prefix()), JOBS).await?)
+    } else {
+        None
+    };
     app.teardown().await;
-    let load = format!("{JOBS} jobs, {CLIENTS} clients, worker concurrency 64");
-    Ok(vec![
-        Row::new("dispatch", "jobs carried end to end", load, "jobs/s", rate)
-            .raw(raw)
-            .goal("≥ 5000 jobs/s", rate >= 5000.0),
-        // Where the time goes: well under 100% means the pipeline waits on
-        // round trips rather than on CPU.
-        Row::new("dispatch", "CPU busy: api + worker + clients", "same window", "% of cores", busy_here),
-        Row::new("dispatch", "CPU busy: nats-server", "same window", "% of cores", busy_nats),
-    ])
+    Ok(Measured { rate, busy_here, busy_nats, raw })
 }
 
 /// Publish (acknowledged) and pull-consume-ack running together.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use vsfleet_contract::labels;
 use vsfleet_tests::app::{TestApp, spawn_app_with};
 
-use crate::report::{Row, percentiles};
+use crate::report::{Row, Spread, percentiles};
 
 const SERVERS: usize = 3;
 const ROUNDS: usize = 30;
@@ -74,7 +74,13 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     ] {
         let (api50, api99) = percentiles(api);
         let (raw50, raw99) = percentiles(raw);
-        rows.push(Row::new("drift", format!("{what}, median"), &load, "ms", api50).raw(raw50));
+        let (api_spread, raw_spread) = (Spread::of(api), Spread::of(raw));
+        rows.push(
+            Row::new("drift", format!("{what}, median"), &load, "ms", api50)
+                .raw(raw50)
+                .spread(api_spread)
+                .raw_spread(raw_spread),
+        );
         rows.push(
             Row::new("drift", format!("{what}, p99"), &load, "ms", api99)
                 .raw(raw99)

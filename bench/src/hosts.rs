@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vsfleet_tests::rig::{Api, Rig, RigConfig};
 
-use crate::report::{Row, percentiles};
+use crate::report::{Row, Spread, percentiles};
 
 /// Servers in each run, and stop/start cycles of each.
 const SERVERS: usize = 12;
@@ -59,14 +59,21 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         let (median3, _) = percentiles(three);
         let (median1, _) = percentiles(one);
         rows.push(
-            Row::new("hosts", format!("job {what}, median, 3 hosts (raw: 1 host)"), &load, "ms", median3).raw(median1),
+            Row::new("hosts", format!("job {what}, median, 3 hosts (raw: 1 host)"), &load, "ms", median3)
+                .raw(median1)
+                .spread(Spread::of(three))
+                .raw_spread(Spread::of(one)),
         );
     }
     let mut deaths = deaths;
     let (median, max) = percentiles(&mut deaths);
     let bound = ((3 + 1) * HEARTBEAT_SECS) as f64 * 1000.0;
     let load = format!("{DEATHS} kills, worker.heartbeat_secs {HEARTBEAT_SECS}");
-    rows.push(Row::new("hosts", "docker kill → host_alive false, median", &load, "ms", median).raw(bound));
+    rows.push(
+        Row::new("hosts", "docker kill → host_alive false, median", &load, "ms", median)
+            .raw(bound)
+            .spread(Spread::of(&mut deaths)),
+    );
     rows.push(
         Row::new("hosts", "docker kill → host_alive false, max", &load, "ms", max)
             .raw(bound)

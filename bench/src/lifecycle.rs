@@ -12,7 +12,7 @@ use vsfleet_contract::ServerId;
 use vsfleet_tests::app::{TestApp, spawn_app_with};
 use vsfleet_worker::docker::Containers;
 
-use crate::report::{Row, percentiles};
+use crate::report::{Row, Spread};
 
 const ROUNDS: usize = 7;
 const OPS: [&str; 4] = ["create", "stop", "start", "delete"];
@@ -76,12 +76,14 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
 
     let mut rows = Vec::new();
     for (i, op) in OPS.iter().enumerate() {
-        let (v50, _) = percentiles(&mut through[i]);
-        let (d50, _) = percentiles(&mut direct[i]);
+        let (v, d) = (Spread::of(&mut through[i]), Spread::of(&mut direct[i]));
+        let (v50, d50) = (v.median, d.median);
         let allowed = (d50 * 0.10).max(30.0);
         rows.push(
             Row::new("lifecycle", format!("{op}, median"), format!("{ROUNDS} rounds, busybox image"), "ms", v50)
                 .raw(d50)
+                .spread(v)
+                .raw_spread(d)
                 .goal(format!("+≤ {allowed:.0} ms"), v50 - d50 <= allowed),
         );
     }

@@ -8,11 +8,13 @@
 //! vsfleet-bench all --json target/bench.json
 //! vsfleet-bench drift reconcile
 //! vsfleet-bench hosts           # the multi-host rig: not part of all
+//! vsfleet-bench curves          # scale curves (reconcile-curve, dispatch-curve): not part of all
 //! ```
 
 mod accept;
 mod alloc;
 mod cpu;
+mod curves;
 mod dispatch;
 mod drift;
 mod footprint;
@@ -61,6 +63,12 @@ enum Scenario {
     Footprint,
     /// On the multi-host rig: not part of `all` (it needs the Docker-in-Docker image).
     Hosts,
+    /// Both scale curves below: not part of `all` (minutes).
+    Curves,
+    /// Reconcile and a full sync of one host at 1k, 10k and 100k servers: not part of `all`.
+    ReconcileCurve,
+    /// Dispatch with 1, 2 and 4 job consumers on one host: not part of `all`.
+    DispatchCurve,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +115,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if cli.scenarios.contains(&Scenario::Hosts) {
         rows.extend(hosts::run().await?);
+    }
+    let curves = cli.scenarios.contains(&Scenario::Curves);
+    if curves || cli.scenarios.contains(&Scenario::DispatchCurve) {
+        rows.extend(curves::dispatch_curve().await?);
+    }
+    if curves || cli.scenarios.contains(&Scenario::ReconcileCurve) {
+        rows.extend(curves::reconcile_curve().await?);
     }
     report::print(&rows);
     report::write_json(&cli.json, &rows)?;
