@@ -15,7 +15,6 @@ pub mod serve;
 mod ui;
 pub mod views;
 
-use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
@@ -69,9 +68,8 @@ impl std::ops::Deref for AppState {
 /// the OpenAPI document lists exactly what is served; the dashboard's files
 /// are not API and are merged in beside it.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api().split_for_parts();
-    api.layer(Extension(openapi::Document::new(&doc)))
-        .merge(ui::routes())
+    let (api, _) = api().split_for_parts();
+    api.merge(ui::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

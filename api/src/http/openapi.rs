@@ -4,9 +4,8 @@
 //! ([`utoipa_axum::routes!`]): a route is in the document because it is in
 //! the router.
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 
-use axum::Extension;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -44,19 +43,12 @@ impl Modify for Security {
     }
 }
 
-/// The document, serialised once.
-#[derive(Clone)]
-pub struct Document(Arc<String>);
-
-impl Document {
-    pub fn new(doc: &utoipa::openapi::OpenApi) -> Self {
-        Self(Arc::new(doc.to_pretty_json().expect("the OpenAPI document serialises")))
-    }
-}
-
-/// This document.
+/// This document, serialised on first use: the router is built from the
+/// same annotations ([`super::openapi`]), so it is the one being served.
 #[utoipa::path(get, path = "/openapi.json", tag = "health", security(()),
     responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
-pub async fn document(Extension(doc): Extension<Document>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], doc.0.as_str().to_owned())
+pub async fn document() -> impl IntoResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let text = DOCUMENT.get_or_init(|| super::openapi().to_pretty_json().expect("the OpenAPI document serialises"));
+    ([(CONTENT_TYPE, "application/json")], text.as_str())
 }
