@@ -15,7 +15,8 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{ContainerState, Inventory, JobEvent, JobId, Observed};
+use tracing::Instrument as _;
+use vsfleet_contract::{ContainerState, Inventory, JobEvent, JobId, Observed, step};
 
 use crate::error::ApiError;
 use crate::inbound::{self, Kind};
@@ -172,7 +173,7 @@ async fn record_jobs(state: &Recorder, messages: &[Message]) {
     }
     let events = Arc::new(events);
     let mut outcomes: Vec<Result<(), Fault>> = Vec::with_capacity(readable.len());
-    match write_events(state, events.clone(), HashSet::new()).await {
+    match write_events(state, events.clone(), HashSet::new()).instrument(step!("record job events")).await {
         Err(error) => {
             for message in &readable {
                 settle(state, message, Err(Fault::Retry(anyhow::anyhow!(error.clone())))).await;

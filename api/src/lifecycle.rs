@@ -4,7 +4,8 @@
 
 use async_nats::connection::State as NatsState;
 use chrono::Utc;
-use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec, ServerStatus};
+use tracing::Instrument as _;
+use vsfleet_contract::{Action, HostPresence, JobId, ServerId, ServerName, ServerSpec, ServerStatus, step};
 
 use crate::activity::Entry;
 use crate::error::ApiError;
@@ -319,6 +320,7 @@ pub async fn create(
                 Ok(Ok((server, job)))
             })
         })
+        .instrument(step!("commit"))
         .await?;
     let (server, job) = accepted?;
     tracing::info!(server_id = %server.id, job_id = %job.id, host, "server accepted for creation");
@@ -416,6 +418,7 @@ async fn request_job(
                 Ok(Ok(job))
             })
         })
+        .instrument(step!("commit"))
         .await?;
     let job = accepted?;
     tracing::info!(server_id, job_id = %job.id, %action, origin = actor.origin(), "job accepted");
@@ -549,7 +552,7 @@ pub async fn rename(state: &Lifecycle, user: &User, server_id: i64, name: &str) 
 /// Publishes after commit. A failure is not the client's problem: the job
 /// is committed and the outbox publishes it once NATS answers.
 async fn publish(state: &Lifecycle, job: &Job) {
-    if let Err(error) = state.dispatcher.publish(job).await {
+    if let Err(error) = state.dispatcher.publish(job).instrument(step!("publish")).await {
         tracing::warn!(job_id = %job.id, error = format!("{error:#}"), "publish failed; the outbox will retry");
     }
 }

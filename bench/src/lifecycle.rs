@@ -13,32 +13,17 @@ use vsfleet_tests::app::{TestApp, spawn_app_with};
 use vsfleet_worker::docker::Containers;
 
 use crate::report::{Row, Spread};
+use crate::steps;
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 11;
 const OPS: [&str; 4] = ["create", "stop", "start", "delete"];
 
 pub async fn run() -> anyhow::Result<Vec<Row>> {
-    eprintln!("lifecycle: {ROUNDS} rounds of create, stop, start, delete, through vsfleet and directly");
+    eprintln!("lifecycle: {ROUNDS} rounds of create, stop, start, delete, through vsfleet and directly, alternating");
     let app = spawn_app_with(|_| {}).await;
     let mut through: [Vec<Duration>; 4] = Default::default();
-    for round in 0..ROUNDS {
-        let t0 = Instant::now();
-        let (_, body) = app.post("/v1/servers", json!({ "name": format!("ratas {round}") })).await;
-        let id = body["server"]["id"].as_i64().unwrap();
-        until_done(&app, &body["job"]).await?;
-        through[0].push(t0.elapsed());
-        for (slot, action) in [(1, "stop"), (2, "start"), (3, "delete")] {
-            let t0 = Instant::now();
-            let (_, body) = if action == "delete" {
-                app.call(Method::DELETE, &format!("/v1/servers/{id}"), Some(&app.admin_token.clone()), None).await
-            } else {
-                app.post(&format!("/v1/servers/{id}/{action}"), json!({})).await
-            };
-            until_done(&app, &body["job"]).await?;
-            through[slot].push(t0.elapsed());
-        }
-        app.act(id, "purge").await;
-    }
+    // Each create's and start's steps (crate::steps), by name.
+    let mut parts: [Vec<Vec<(&'static str, f64)>>; 2] = Default::default();
 
     // The same container, the same Docker calls, no vsfleet.
     let mut settings = app.settings.worker.clone();
@@ -48,7 +33,40 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let containers = Containers::new(app.docker.clone(), settings.clone(), app.prefix());
     let docker = &app.docker;
     let mut direct: [Vec<Duration>; 4] = Default::default();
+    // Docker's create and start, each alone, beside the same steps in vsfleet's breakdown.
+    let (mut direct_create, mut direct_start): (Vec<Duration>, Vec<Duration>) = Default::default();
+
+    // A round through vsfleet, then one direct, and so on: Docker's own
+    // times drift by more than the allowance over a run, and alternating
+    // gives both sides the same drift.
     for round in 0..ROUNDS {
+        steps::take();
+        let t0 = Instant::now();
+        let (_, body) = app.post("/v1/servers", json!({ "name": format!("ratas {round}") })).await;
+        let answered = Instant::now();
+        let id = body["server"]["id"].as_i64().unwrap();
+        until_done(&app, &body["job"]).await?;
+        let seen = Instant::now();
+        through[0].push(seen - t0);
+        parts[0].push(steps::breakdown(&steps::take(), t0, answered, seen));
+        for (slot, action) in [(1, "stop"), (2, "start"), (3, "delete")] {
+            steps::take();
+            let t0 = Instant::now();
+            let (_, body) = if action == "delete" {
+                app.call(Method::DELETE, &format!("/v1/servers/{id}"), Some(&app.admin_token.clone()), None).await
+            } else {
+                app.post(&format!("/v1/servers/{id}/{action}"), json!({})).await
+            };
+            let answered = Instant::now();
+            until_done(&app, &body["job"]).await?;
+            let seen = Instant::now();
+            through[slot].push(seen - t0);
+            if action == "start" {
+                parts[1].push(steps::breakdown(&steps::take(), t0, answered, seen));
+            }
+        }
+        app.act(id, "purge").await;
+
         let id = ServerId::new(1_000_000 + round as i64)?;
         let name = containers.name(id);
         for sub in ["apps", "docker"] {
@@ -58,7 +76,10 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         let t0 = Instant::now();
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         docker.create_container(Some(options), containers.container_body(id, &Default::default())).await?;
+        let created = Instant::now();
         docker.start_container(&name, None).await?;
+        direct_create.push(created - t0);
+        direct_start.push(created.elapsed());
         direct[0].push(t0.elapsed());
         let t0 = Instant::now();
         docker.stop_container(&name, stop()).await?;
@@ -66,6 +87,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         let t0 = Instant::now();
         docker.start_container(&name, None).await?;
         direct[2].push(t0.elapsed());
+        direct_start.push(t0.elapsed());
         let t0 = Instant::now();
         docker.stop_container(&name, stop()).await?;
         docker.remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() })).await?;
@@ -87,7 +109,44 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
                 .goal(format!("+≤ {allowed:.0} ms"), v50 - d50 <= allowed),
         );
     }
+    for (op, parts) in [("create", &parts[0]), ("start", &parts[1])] {
+        rows.extend(step_rows(op, parts, &mut direct_create, &mut direct_start));
+    }
     Ok(rows)
+}
+
+/// One row per step of `op`: its median over the rounds with the spread;
+/// Docker's create and start have the direct calls' medians beside them.
+fn step_rows(
+    op: &str,
+    rounds: &[Vec<(&'static str, f64)>],
+    direct_create: &mut [Duration],
+    direct_start: &mut [Duration],
+) -> Vec<Row> {
+    let Some(first) = rounds.first() else { return Vec::new() };
+    first
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, _))| {
+            let mut values: Vec<f64> = rounds.iter().map(|r| r[i].1).collect();
+            // A step this action never takes (a start creates nothing).
+            if values.iter().all(|v| *v == 0.0) {
+                return None;
+            }
+            let spread = Spread::of_values(&mut values);
+            let row = Row::new("steps", format!("{op}: {name}"), format!("{ROUNDS} rounds"), "ms", spread.median)
+                .spread(spread);
+            let direct = match (op, *name) {
+                ("create", "docker create") => Some(Spread::of(direct_create)),
+                (_, "docker start") => Some(Spread::of(direct_start)),
+                _ => None,
+            };
+            Some(match direct {
+                Some(d) => row.raw(d.median).raw_spread(d),
+                None => row,
+            })
+        })
+        .collect()
 }
 
 /// Polls the job every 2 ms until it succeeded.

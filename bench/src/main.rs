@@ -22,6 +22,7 @@ mod hosts;
 mod lifecycle;
 mod reconcile;
 mod report;
+mod steps;
 
 use std::path::PathBuf;
 
@@ -73,6 +74,7 @@ enum Scenario {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    steps::install();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
 }

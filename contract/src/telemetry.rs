@@ -16,3 +16,18 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().with_current_span(false).with_span_list(true).init(),
     }
 }
+
+/// The target of [`step!`] spans.
+pub const STEP_TARGET: &str = "vsfleet::step";
+
+/// A timed step of a request or a job (`step!("lock")`): a debug span
+/// under the target `vsfleet::step`, so it costs nothing unless that target
+/// is enabled. The benchmark times create and start by these spans
+/// (`bench/src/steps.rs`); `RUST_LOG=vsfleet::step=debug` shows them in a
+/// service's log.
+#[macro_export]
+macro_rules! step {
+    ($name:literal) => {
+        ::tracing::debug_span!(target: "vsfleet::step", $name)
+    };
+}

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use vsfleet_contract::{Action, JobEvent, JobId, JobPhase, JobRequest, ServerId, Settings, Subjects};
+use vsfleet_contract::{Action, JobEvent, JobId, JobPhase, JobRequest, ServerId, Settings, Subjects, step};
 
 use crate::error::OpError;
 use crate::fence::{self, Admission};
@@ -196,7 +196,7 @@ async fn handle<E: Execute>(ctx: Arc<JobContext<E>>, message: Message) {
         // Progress is signalled from fetch to ack (lock wait, Docker work,
         // reports), so a short ack wait redelivers only a job whose worker died.
         let ack = job.with_progress(job.execute(&request, deadline)).await;
-        if let Err(error) = message.ack_with(ack).await {
+        if let Err(error) = message.ack_with(ack).instrument(step!("ack")).await {
             tracing::warn!(%error, ?ack, "acknowledging the job failed; it will be redelivered");
         }
     }
@@ -241,7 +241,7 @@ impl<E: Execute> Job<'_, E> {
                 tracing::warn!(why, "host degraded: the job waits for Docker");
                 self.ctx.health.wait_until_healthy().await;
             }
-            lock::lock(&self.ctx.root, self.server_id, || self.progress()).await
+            lock::lock(&self.ctx.root, self.server_id, || self.progress()).instrument(step!("lock")).await
         };
         let lock = within(deadline, ready).await;
         let outcome = match &lock {
@@ -251,7 +251,7 @@ impl<E: Execute> Job<'_, E> {
                 return AckKind::Nak(Some(self.backoff()));
             }
             Some(Ok(held)) => {
-                let done = match self.admit(held) {
+                let done = match step!("fence").in_scope(|| self.admit(held)) {
                     Ok(Admission::Run) => false,
                     Ok(Admission::Done) => true,
                     Ok(Admission::Superseded { newest }) => {
@@ -267,7 +267,7 @@ impl<E: Execute> Job<'_, E> {
                         return AckKind::Nak(Some(self.backoff()));
                     }
                 };
-                if let Err(error) = self.report(JobPhase::Started).await {
+                if let Err(error) = self.report(JobPhase::Started).instrument(step!("report started")).await {
                     tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
                     return AckKind::Nak(Some(self.backoff()));
                 }
@@ -320,7 +320,7 @@ impl<E: Execute> Job<'_, E> {
         let failed = matches!(phase, JobPhase::Failed { .. });
         // The lock is still held: the outcome is reported before another
         // job for this server can start.
-        let reported = match self.report(phase).await {
+        let reported = match self.report(phase).instrument(step!("report outcome")).await {
             Ok(seq) => seq,
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "cannot report the outcome; the job will run again");

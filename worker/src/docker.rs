@@ -12,7 +12,8 @@ use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures::StreamExt;
-use vsfleet_contract::{ContainerState, SeenContainer, ServerId, ServerSpec, labels, settings::WorkerSettings};
+use tracing::Instrument as _;
+use vsfleet_contract::{ContainerState, SeenContainer, ServerId, ServerSpec, labels, settings::WorkerSettings, step};
 
 use crate::error::{OpError, docker_status};
 use crate::layout::DataRoot;
@@ -150,9 +151,10 @@ impl Containers {
     /// `/var/lib/docker` host directory, so any other container of ours for
     /// this server (renamed by hand, left by a crash) is removed first.
     pub async fn create(&self, id: ServerId, spec: &ServerSpec) -> Result<String, OpError> {
-        self.remove_strays(id).await?;
+        self.remove_strays(id).instrument(step!("docker list")).await?;
         let options = CreateContainerOptions { name: Some(self.name(id)), ..Default::default() };
-        match self.docker.create_container(Some(options), self.container_body(id, spec)).await {
+        let created = self.docker.create_container(Some(options), self.container_body(id, spec));
+        match created.instrument(step!("docker create")).await {
             Ok(created) => Ok(created.id),
             // Another delivery of the same job created it first.
             Err(e) if docker_status(&e) == Some(409) => match self.find_ours(id).await? {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use vsfleet_contract::{Action, ContainerState, JobRequest, Observation, ServerId, ServerSpec};
+use tracing::Instrument as _;
+use vsfleet_contract::{Action, ContainerState, JobRequest, Observation, ServerId, ServerSpec, step};
 
 use crate::docker::Containers;
 use crate::error::OpError;
@@ -75,7 +76,7 @@ impl Operations {
             Action::Cleanup => detail = Some(self.cleanup(id).await?),
             Action::Reap => self.reap(id).await?,
         }
-        Ok(Outcome { observed: self.observe(id).await?, detail })
+        Ok(Outcome { observed: self.observe(id).instrument(step!("observe")).await?, detail })
     }
 
     /// What the host has for the server now.
@@ -111,8 +112,8 @@ impl Operations {
         budget: Option<Duration>,
     ) -> Result<Option<serde_json::Value>, OpError> {
         let spec = spec.cloned().unwrap_or_default();
-        self.prepare_dirs(id, &spec).await?;
-        let container = match self.containers.find_ours(id).await? {
+        self.prepare_dirs(id, &spec).instrument(step!("dirs and spec file")).await?;
+        let container = match self.containers.find_ours(id).instrument(step!("docker inspect")).await? {
             Some(found) => {
                 // Kept only if it is what the spec describes: otherwise the
                 // API would show limits that Docker does not enforce.
@@ -131,7 +132,7 @@ impl Operations {
             }
             None => self.containers.create(id, &spec).await?,
         };
-        self.containers.start(&container).await?;
+        self.containers.start(&container).instrument(step!("docker start")).await?;
         Ok(self.give_stack(id, &container, &spec, budget).await)
     }
 
@@ -145,7 +146,7 @@ impl Operations {
         budget: Option<Duration>,
     ) -> Result<Option<serde_json::Value>, OpError> {
         let container = self.ensure_container(id, spec).await?;
-        self.containers.start(&container).await?;
+        self.containers.start(&container).instrument(step!("docker start")).await?;
         if self.root.stack_given_file(id).exists() {
             return Ok(None);
         }
@@ -300,7 +301,7 @@ impl Operations {
 
     /// Our container for the server, created from the spec when missing.
     async fn ensure_container(&self, id: ServerId, spec: Option<&ServerSpec>) -> Result<String, OpError> {
-        if let Some(found) = self.containers.find_ours(id).await? {
+        if let Some(found) = self.containers.find_ours(id).instrument(step!("docker inspect")).await? {
             return Ok(found.id);
         }
         let has_archive =
