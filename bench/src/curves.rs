@@ -10,8 +10,9 @@
 //!   `GET /v1/hosts` shows the sync. Time, peak heap (the counting
 //!   allocator: live bytes above the start, process-wide) and the process's
 //!   peak RSS.
-//! - `dispatch-curve`: jobs/s end to end with 1, 2 and 4 job consumers on
-//!   the same host's consumer ([`dispatch::measure`]).
+//! - `dispatch-curve`: jobs/s end to end with 1, 2 and 4 worker processes
+//!   (`vsfleet-bench --noop-worker`) on the same host's consumer
+//!   ([`dispatch::measure`]).
 
 use std::time::{Duration, Instant};
 
@@ -84,13 +85,13 @@ pub async fn dispatch_curve() -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut points = Vec::new();
     for consumers in CONSUMERS {
-        eprintln!("dispatch-curve: {} jobs, {consumers} consumer(s)", dispatch::JOBS);
-        let m = dispatch::measure(consumers, false).await?;
-        let load = format!("{} jobs, {consumers} consumer(s) × concurrency 64", dispatch::JOBS);
-        rows.push(Row::new("dispatch-curve", format!("jobs/s, {consumers} consumer(s)"), &load, "jobs/s", m.rate));
+        eprintln!("dispatch-curve: {} jobs, {consumers} worker process(es)", dispatch::JOBS);
+        let m = dispatch::measure(dispatch::Consumers::Processes(consumers), false).await?;
+        let load = format!("{} jobs, {consumers} worker process(es) × concurrency 64", dispatch::JOBS);
+        rows.push(Row::new("dispatch-curve", format!("jobs/s, {consumers} worker(s)"), &load, "jobs/s", m.rate));
         rows.push(Row::new(
             "dispatch-curve",
-            format!("CPU busy, {consumers} consumer(s): here / nats"),
+            format!("CPU busy, {consumers} worker(s): bench and workers / nats"),
             format!("nats-server {:.0}% of cores", m.busy_nats),
             "% of cores",
             m.busy_here,
@@ -107,10 +108,10 @@ pub async fn dispatch_curve() -> anyhow::Result<Vec<Row>> {
         } else {
             "does not scale"
         };
-        let line = format!("×{more:.0} consumers ({c1:.0}→{c2:.0}) → ×{faster:.2} jobs/s: {verdict}");
+        let line = format!("×{more:.0} workers ({c1:.0}→{c2:.0}) → ×{faster:.2} jobs/s: {verdict}");
         eprintln!("dispatch-curve: {line}");
         rows.push(
-            Row::new("dispatch-curve", format!("jobs/s, {c1:.0}→{c2:.0} consumers"), line, "×", faster)
+            Row::new("dispatch-curve", format!("jobs/s, {c1:.0}→{c2:.0} workers"), line, "×", faster)
                 .goal(format!("≥ ×{:.1} (80% of ×{more:.0})", 0.8 * more), faster >= 0.8 * more),
         );
     }
@@ -119,7 +120,7 @@ pub async fn dispatch_curve() -> anyhow::Result<Vec<Row>> {
 
 /// The growth of a cost between two sizes, with a verdict: the exponent
 /// `ln(time ratio) / ln(size ratio)` is 1 for linear growth.
-fn growth(scenario: &'static str, what: &str, (n1, t1): (f64, f64), (n2, t2): (f64, f64), of: &str) -> Row {
+pub fn growth(scenario: &'static str, what: &str, (n1, t1): (f64, f64), (n2, t2): (f64, f64), of: &str) -> Row {
     let (more, longer) = (n2 / n1, t2 / t1);
     let exponent = longer.ln() / more.ln();
     let verdict = if exponent > 1.15 {
@@ -130,8 +131,10 @@ fn growth(scenario: &'static str, what: &str, (n1, t1): (f64, f64), (n2, t2): (f
         "linear"
     };
     let line = format!("×{more:.0} {of} → ×{longer:.1} time, exponent {exponent:.2}: {verdict}");
-    eprintln!("{scenario}: {what}, {}k→{}k: {line}", n1 / 1000.0, n2 / 1000.0);
-    Row::new(scenario, format!("{what}, {}k→{}k", n1 / 1000.0, n2 / 1000.0), line, "× time", longer)
+    let size = |n: f64| if n >= 1000.0 { format!("{}k", n / 1000.0) } else { format!("{n}") };
+    let sizes = format!("{}→{}", size(n1), size(n2));
+    eprintln!("{scenario}: {what}, {sizes}: {line}");
+    Row::new(scenario, format!("{what}, {sizes}"), line, "× time", longer)
         .goal(format!("≤ ×{:.0} (linear)", more * more.powf(0.15)), exponent <= 1.15)
 }
 

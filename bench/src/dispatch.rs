@@ -5,14 +5,16 @@
 //! no configuration can enable it in production. Beside it: raw JetStream
 //! publish → pull-consume → ack on the same server. Goal: ≥ 5,000 jobs/s.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use vsfleet_contract::{Action, ContainerState, JobRequest, Observation, ServerId};
+use vsfleet_contract::{Action, ContainerState, JobRequest, Observation, ServerId, Settings};
 use vsfleet_tests::app::spawn_app_with;
+use vsfleet_tests::process::Service;
 use vsfleet_worker::consumer::{self, JobContext};
 use vsfleet_worker::error::OpError;
 use vsfleet_worker::layout::DataRoot;
@@ -40,7 +42,7 @@ impl Execute for Noop {
 
 pub async fn run() -> anyhow::Result<Vec<Row>> {
     eprintln!("dispatch: {JOBS} jobs end to end with a no-op executor");
-    let m = measure(1, true).await?;
+    let m = measure(Consumers::InProcess(1), true).await?;
     let (rate, raw) = (m.rate, m.raw.unwrap_or_default());
     let load = format!("{JOBS} jobs, {CLIENTS} clients, worker concurrency 64");
     Ok(vec![
@@ -54,54 +56,63 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+/// Who consumes the host's jobs.
+#[derive(Debug, Clone, Copy)]
+pub enum Consumers {
+    /// Job consumers in this process, each with its own NATS connection
+    /// as the host's worker and its own pull loop.
+    InProcess(usize),
+    /// Worker processes (`vsfleet-bench --noop-worker`), as a host running
+    /// several workers has.
+    Processes(usize),
+}
+
 /// One timed dispatch window.
 pub struct Measured {
     pub rate: f64,
-    /// CPU share of this process (api, consumers, clients) in the window.
+    /// CPU share of this process (api, clients, in-process consumers) and
+    /// of the worker processes, in the window.
     pub busy_here: f64,
     pub busy_nats: f64,
     /// Raw publish → pull-consume → ack on the same server, when asked for.
     pub raw: Option<f64>,
 }
 
-/// [`JOBS`] jobs end to end through `consumers` job consumers of the same
-/// host (each its own NATS connection as the host's worker, its own pull
-/// loop of concurrency 64, the same durable consumer): what several worker
-/// processes on one host would be, in this process.
-pub async fn measure(consumers: usize, with_raw: bool) -> anyhow::Result<Measured> {
+/// [`JOBS`] jobs end to end through `consumers` of the same host's
+/// durable consumer, each with a pull loop of concurrency 64.
+pub async fn measure(consumers: Consumers, with_raw: bool) -> anyhow::Result<Measured> {
     let mut app = spawn_app_with(|s| s.worker.concurrency = 64).await;
     app.stop_worker().await;
     let settings = app.settings.clone();
     let host = settings.worker.host_id.clone();
     let stop = CancellationToken::new();
     let mut workers = Vec::new();
-    for _ in 0..consumers {
-        // The worker's own NATS user, as a real worker runs with.
-        let (worker_nats, _) = app.connect_as(&vsfleet_contract::permissions::worker_user(&host)).await;
-        let worker_js = async_nats::jetstream::new(worker_nats);
-        let (jobs, _, _) = vsfleet_contract::jetstream::bind(&worker_js, &settings).await?;
-        let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
-        let subjects = settings.subjects();
-        let ctx = Arc::new(JobContext {
-            ops: Noop,
-            root: DataRoot::new(settings.worker.data_root.clone()),
-            dead: vsfleet_worker::dead::DeadLetters::new(worker_js.clone(), subjects.clone(), &host),
-            reporter: Reporter::new(worker_js.clone(), &subjects, &host),
-            subjects,
-            host: host.clone(),
-            max_deliver: settings.nats.max_deliver,
-            ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
-            retry: vsfleet_worker::retry::Policy::from_settings(&settings.worker),
-            health: vsfleet_worker::health::Health::new().1,
-            deadlines: settings.api.deadlines.clone(),
-        });
-        workers.push(tokio::spawn(consumer::run(
-            jobs_consumer,
-            ctx,
-            settings.worker.concurrency,
-            stop.clone(),
-            Duration::from_secs(5),
-        )));
+    let mut processes = Vec::new();
+    match consumers {
+        Consumers::InProcess(n) => {
+            for _ in 0..n {
+                // The worker's own NATS user, as a real worker runs with.
+                let (worker_nats, _) = app.connect_as(&vsfleet_contract::permissions::worker_user(&host)).await;
+                workers.push(tokio::spawn(consume(
+                    async_nats::jetstream::new(worker_nats),
+                    settings.clone(),
+                    stop.clone(),
+                )));
+            }
+        }
+        Consumers::Processes(n) => {
+            let config = app.write_config(&vsfleet_contract::permissions::worker_user(&host));
+            let config = config.to_str().ok_or_else(|| anyhow::anyhow!("a non-UTF-8 temp path"))?.to_owned();
+            let me = std::env::current_exe()?;
+            for i in 0..n {
+                let log = app.dir().join(format!("noop-worker-{i}.log"));
+                let args = ["--noop-worker", config.as_str()];
+                processes.push(Service::spawn_at(&format!("noop-worker-{i}"), &me, &args, &[], &log));
+            }
+            for process in &processes {
+                process.wait_for_log(READY, Duration::from_secs(30)).await;
+            }
+        }
     }
 
     let ids = seed_servers(&app, JOBS).await?;
@@ -114,7 +125,9 @@ pub async fn measure(consumers: usize, with_raw: bool) -> anyhow::Result<Measure
         std::fs::File::create(root.lock_file(vsfleet_contract::ServerId::new(*id)?))?;
     }
     let (me, nats) = (std::process::id(), app.nats_server.pid());
-    let cpu0 = (cpu::seconds(me), cpu::seconds(nats));
+    let pids: Vec<u32> = processes.iter().filter_map(Service::pid).chain([me]).collect();
+    let ours = || pids.iter().map(|pid| cpu::seconds(*pid)).sum::<f64>();
+    let cpu0 = (ours(), cpu::seconds(nats));
     let t0 = Instant::now();
     fire(&app, &ids, "start").await?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -129,11 +142,14 @@ pub async fn measure(consumers: usize, with_raw: bool) -> anyhow::Result<Measure
     }
     let wall = t0.elapsed().as_secs_f64();
     let rate = JOBS as f64 / wall;
-    let busy_here = cpu::share(cpu::seconds(me) - cpu0.0, wall);
+    let busy_here = cpu::share(ours() - cpu0.0, wall);
     let busy_nats = cpu::share(cpu::seconds(nats) - cpu0.1, wall);
     stop.cancel();
     for worker in workers {
-        worker.await?;
+        worker.await??;
+    }
+    for mut process in processes {
+        process.stop(Duration::from_secs(10));
     }
     let raw = if with_raw {
         let raw_js = async_nats::jetstream::new(app.connect_as(vsfleet_tests::app::UNRESTRICTED).await.0);
@@ -143,6 +159,44 @@ pub async fn measure(consumers: usize, with_raw: bool) -> anyhow::Result<Measure
     };
     app.teardown().await;
     Ok(Measured { rate, busy_here, busy_nats, raw })
+}
+
+/// What a `--noop-worker` process says once it consumes jobs.
+const READY: &str = "noop worker consuming jobs";
+
+/// `vsfleet-bench --noop-worker CONFIG`: a worker process (the host's NATS
+/// user, from the configuration) whose jobs do nothing, until SIGTERM.
+pub async fn noop_worker(config: &Path) -> anyhow::Result<()> {
+    let settings = Settings::load(Some(config))?;
+    let role = vsfleet_contract::connect::Role::Worker(&settings.worker.host_id);
+    let nats = vsfleet_contract::connect::connect(&settings, role).await?;
+    let shutdown = vsfleet_contract::process::shutdown_on_signal();
+    let consuming = consume(async_nats::jetstream::new(nats), settings, shutdown);
+    eprintln!("{READY}");
+    consuming.await
+}
+
+/// Consumes the host's jobs with the no-op executor until `stop`.
+async fn consume(js: jetstream::Context, settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
+    let host = settings.worker.host_id.clone();
+    let (jobs, _, _) = vsfleet_contract::jetstream::bind(&js, &settings).await?;
+    let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
+    let subjects = settings.subjects();
+    let ctx = Arc::new(JobContext {
+        ops: Noop,
+        root: DataRoot::new(settings.worker.data_root.clone()),
+        dead: vsfleet_worker::dead::DeadLetters::new(js.clone(), subjects.clone(), &host),
+        reporter: Reporter::new(js.clone(), &subjects, &host),
+        subjects,
+        host,
+        max_deliver: settings.nats.max_deliver,
+        ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+        retry: vsfleet_worker::retry::Policy::from_settings(&settings.worker),
+        health: vsfleet_worker::health::Health::new().1,
+        deadlines: settings.api.deadlines.clone(),
+    });
+    consumer::run(jobs_consumer, ctx, settings.worker.concurrency, stop, Duration::from_secs(5)).await;
+    Ok(())
 }
 
 /// Publish (acknowledged) and pull-consume-ack running together.

@@ -8,7 +8,7 @@
 //! vsfleet-bench all --json target/bench.json
 //! vsfleet-bench drift reconcile
 //! vsfleet-bench hosts           # the multi-host rig: not part of all
-//! vsfleet-bench curves          # scale curves (reconcile-curve, dispatch-curve): not part of all
+//! vsfleet-bench curves          # scale curves (reconcile-curve, dispatch-curve, monitor-curve): not part of all
 //! ```
 
 mod accept;
@@ -20,6 +20,7 @@ mod drift;
 mod footprint;
 mod hosts;
 mod lifecycle;
+mod monitor_curve;
 mod reconcile;
 mod report;
 mod steps;
@@ -45,6 +46,10 @@ struct Cli {
     /// needs `TEST_POSTGRES_URL`, which `scripts/bench --database postgres` sets.
     #[arg(long, value_enum, default_value = "sqlite")]
     database: Database,
+    /// Run as a worker process whose jobs do nothing, with this
+    /// configuration (the dispatch curve starts these).
+    #[arg(long, hide = true, value_name = "CONFIG")]
+    noop_worker: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,12 +69,14 @@ enum Scenario {
     Footprint,
     /// On the multi-host rig: not part of `all` (it needs the Docker-in-Docker image).
     Hosts,
-    /// Both scale curves below: not part of `all` (minutes).
+    /// The scale curves below: not part of `all` (minutes).
     Curves,
     /// Reconcile and a full sync of one host at 1k, 10k and 100k servers: not part of `all`.
     ReconcileCurve,
-    /// Dispatch with 1, 2 and 4 job consumers on one host: not part of `all`.
+    /// Dispatch with 1, 2 and 4 worker processes on one host: not part of `all`.
     DispatchCurve,
+    /// The container monitor's CPU per round with 50, 100 and 200 running servers: not part of `all`.
+    MonitorCurve,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +87,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(config) = &cli.noop_worker {
+        return dispatch::noop_worker(config).await;
+    }
     let postgres = std::env::var(vsfleet_tests::database::POSTGRES_ENV).is_ok();
     match (cli.database, postgres) {
         (Database::Postgres, false) => anyhow::bail!(
@@ -124,6 +134,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if curves || cli.scenarios.contains(&Scenario::ReconcileCurve) {
         rows.extend(curves::reconcile_curve().await?);
+    }
+    if curves || cli.scenarios.contains(&Scenario::MonitorCurve) {
+        rows.extend(monitor_curve::run().await?);
     }
     report::print(&rows);
     report::write_json(&cli.json, &rows)?;

@@ -4,7 +4,8 @@
 //! and closed, and [`breakdown`] lays one job's steps on the time line
 //! from the request sent to the job seen as done through the API. The
 //! gaps between steps are named too (queue wait, event recorded, API
-//! visible), so the parts add up to the whole.
+//! visible), so the parts add up to the whole; a step that runs beside
+//! the next one counts only until that one starts.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -83,8 +84,16 @@ pub fn breakdown(steps: &[Closed], sent: Instant, answered: Instant, seen: Insta
         ("rest of the request", ms(sent, published) - total("commit") - total("publish")),
         ("queue wait", ms(published, first_start("lock").unwrap_or(published))),
     ];
+    // A step's share of the critical path: until it ends, or until the
+    // next step starts if that is sooner (a report sent while the work
+    // runs costs the job only the time to send it).
+    let worker: Vec<&Closed> = steps.iter().filter(|s| WORKER.contains(&s.name)).collect();
+    let share = |s: &Closed| {
+        let next = worker.iter().filter(|o| o.start > s.start).map(|o| o.start).min();
+        ms(s.start, next.map_or(s.end, |n| n.min(s.end)))
+    };
     for name in WORKER {
-        parts.push((name, total(name)));
+        parts.push((name, worker.iter().filter(|s| s.name == name).map(|s| share(s)).sum()));
     }
     parts.push(("event recorded", ms(reported, recorded)));
     parts.push(("API visible", ms(recorded, seen)));

@@ -267,19 +267,29 @@ impl<E: Execute> Job<'_, E> {
                         return AckKind::Nak(Some(self.backoff()));
                     }
                 };
-                if let Err(error) = self.report(JobPhase::Started).instrument(step!("report started")).await {
-                    tracing::warn!(error = format!("{error:#}"), "cannot report start; will retry");
-                    return AckKind::Nak(Some(self.backoff()));
-                }
                 tracing::info!(action = %self.action, "job started");
-                let outcome = if done {
-                    // Its work is done; what is left is to report the server as it is.
-                    tracing::info!("this job already succeeded here; reporting it again without redoing it");
-                    self.ctx.ops.observe(self.server_id).await.map(|observed| Outcome { observed, detail: None })
-                } else {
-                    let attempt = self.ctx.retry.run(self.action.as_str(), || self.ctx.ops.run(self.action, request));
-                    within(deadline, attempt).await.unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
+                let work = async {
+                    if done {
+                        // Its work is done; what is left is to report the server as it is.
+                        tracing::info!("this job already succeeded here; reporting it again without redoing it");
+                        self.ctx.ops.observe(self.server_id).await.map(|observed| Outcome { observed, detail: None })
+                    } else {
+                        let attempt =
+                            self.ctx.retry.run(self.action.as_str(), || self.ctx.ops.run(self.action, request));
+                        within(deadline, attempt).await.unwrap_or(Err(OpError::Deadline("it passed while the job ran")))
+                    }
                 };
+                // The start is reported while the work runs: the user sees
+                // `running` as before, and the job does not wait a round
+                // trip for it. Both go out on one connection, so the stream
+                // stores the start before the outcome, which is sent only
+                // after both are done. A start that could not be reported
+                // costs nothing: the outcome says the job ran.
+                let started = self.report(JobPhase::Started).instrument(step!("report started"));
+                let (started, outcome) = tokio::join!(started, work);
+                if let Err(error) = started {
+                    tracing::warn!(error = format!("{error:#}"), "cannot report start; the outcome is reported next");
+                }
                 if outcome.is_ok()
                     && let Some(fence) = self.fence
                     && let Err(error) = fence::complete(held, fence)

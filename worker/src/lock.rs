@@ -4,10 +4,16 @@
 //! in one process exclude each other as two processes do): the kernel drops
 //! it when the file is closed or the process dies, even by `kill -9`, so a
 //! crash never leaves a server locked.
+//!
+//! A job waiting behind another job of the same worker process is woken
+//! the moment that one lets go (a stop, then a start at once, must not wait
+//! out a poll); a lock held by another process is polled for.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use vsfleet_contract::ServerId;
 
@@ -22,6 +28,22 @@ pub struct ServerLock {
 }
 
 const RECORD: usize = 26;
+
+/// How often a waiting job looks again for a lock another process holds.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Rung whenever a lock of this process is released.
+static RELEASED: Notify = Notify::const_new();
+
+impl Drop for ServerLock {
+    fn drop(&mut self) {
+        // Unlocked before the waiters wake: the file itself closes only
+        // after this body, and a waiter that looked before then would find
+        // it still locked and sleep a whole poll.
+        let _ = self.file.unlock();
+        RELEASED.notify_waiters();
+    }
+}
 
 impl ServerLock {
     /// The fence recorded, and whether its job succeeded.
@@ -62,16 +84,24 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut polls = 0u32;
+    let mut signalled = Instant::now();
     loop {
+        // Registered before looking, so a release between the look and the
+        // wait is not missed.
+        let released = RELEASED.notified();
+        let mut released = std::pin::pin!(released);
+        released.as_mut().enable();
         if let Some(lock) = try_lock(root, id)? {
             return Ok(lock);
         }
-        polls += 1;
-        if polls.is_multiple_of(20) {
+        if signalled.elapsed() >= Duration::from_secs(1) {
             still_waiting().await;
+            signalled = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            () = released => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
     }
 }
 
@@ -116,6 +146,31 @@ mod tests {
         drop(first);
         let second = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("granted once freed");
         drop(second.unwrap().unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// On a paused clock time moves only when every task waits on a timer,
+    /// so a waiter that needed its poll to see the release would still be
+    /// waiting when the 1 ms timeout fires.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_in_the_same_process_is_woken_by_the_release_not_by_its_poll() {
+        let dir = std::env::temp_dir().join(format!("vsfleet-lock-wake-{}", std::process::id()));
+        let root = DataRoot::new(&dir);
+        let id = ServerId::new(7).unwrap();
+        let first = try_lock(&root, id).unwrap().expect("free at first");
+        let waiter = tokio::spawn({
+            let root = root.clone();
+            async move { lock(&root, id, || async {}).await }
+        });
+        // Let it look, find the lock held, and wait.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "the lock was granted while held");
+        drop(first);
+        let granted = tokio::time::timeout(Duration::from_millis(1), waiter).await;
+        assert!(granted.is_ok(), "the waiter waited for its poll after the release");
+        drop(granted.unwrap().unwrap().unwrap());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -66,8 +66,14 @@ impl Operations {
         let budget = job.deadline.map(|d| (d - Utc::now()).to_std().unwrap_or_default().saturating_sub(STACK_MARGIN));
         let mut detail = None;
         match action {
-            Action::Create => detail = self.create(id, spec, budget).await?,
-            Action::Start => detail = self.start(id, spec, budget).await?,
+            Action::Create => {
+                let (container, detail) = self.create(id, spec, budget).await?;
+                return self.started(id, container, detail);
+            }
+            Action::Start => {
+                let (container, detail) = self.start(id, spec, budget).await?;
+                return self.started(id, container, detail);
+            }
             Action::Stop => self.stop(id).await?,
             Action::Restart => self.restart(id, spec).await?,
             Action::Delete => self.delete(id).await?,
@@ -77,6 +83,23 @@ impl Operations {
             Action::Reap => self.reap(id).await?,
         }
         Ok(Outcome { observed: self.observe(id).instrument(step!("observe")).await?, detail })
+    }
+
+    /// A server whose container Docker has just started, reported without
+    /// asking Docker again: the inspect would only repeat what the start
+    /// said. A container that exits at once is seen by the event stream
+    /// ([`crate::watch`]) as drift, as it would be a moment after any inspect.
+    fn started(&self, id: ServerId, container: String, detail: Option<serde_json::Value>) -> Result<Outcome, OpError> {
+        let _step = step!("observe").entered();
+        let archived =
+            !self.root.archives(id).map_err(OpError::io("listing archives in", self.root.root()))?.is_empty();
+        let observed = Observation {
+            container: ContainerState::Running,
+            container_id: Some(container),
+            data_exists: self.root.data_exists(id),
+            archived,
+        };
+        Ok(Outcome { observed, detail })
     }
 
     /// What the host has for the server now.
@@ -110,7 +133,7 @@ impl Operations {
         id: ServerId,
         spec: Option<&ServerSpec>,
         budget: Option<Duration>,
-    ) -> Result<Option<serde_json::Value>, OpError> {
+    ) -> Result<(String, Option<serde_json::Value>), OpError> {
         let spec = spec.cloned().unwrap_or_default();
         self.prepare_dirs(id, &spec).instrument(step!("dirs and spec file")).await?;
         let container = match self.containers.find_ours(id).instrument(step!("docker inspect")).await? {
@@ -133,7 +156,8 @@ impl Operations {
             None => self.containers.create(id, &spec).await?,
         };
         self.containers.start(&container).instrument(step!("docker start")).await?;
-        Ok(self.give_stack(id, &container, &spec, budget).await)
+        let detail = self.give_stack(id, &container, &spec, budget).await;
+        Ok((container, detail))
     }
 
     /// Starts the container, recreating it from the spec when it is
@@ -144,14 +168,15 @@ impl Operations {
         id: ServerId,
         spec: Option<&ServerSpec>,
         budget: Option<Duration>,
-    ) -> Result<Option<serde_json::Value>, OpError> {
+    ) -> Result<(String, Option<serde_json::Value>), OpError> {
         let container = self.ensure_container(id, spec).await?;
         self.containers.start(&container).instrument(step!("docker start")).await?;
         if self.root.stack_given_file(id).exists() {
-            return Ok(None);
+            return Ok((container, None));
         }
         let spec = spec.cloned().or_else(|| self.root.read_spec(id)).unwrap_or_default();
-        Ok(self.give_stack(id, &container, &spec, budget).await)
+        let detail = self.give_stack(id, &container, &spec, budget).await;
+        Ok((container, detail))
     }
 
     async fn give_stack(
