@@ -2,6 +2,12 @@
 //! database commit, a JetStream publish acknowledged), with concurrent
 //! clients, beside the raw rate of acknowledged JetStream publishes from
 //! one Rust client to the same nats-server. Goal: at least half the raw rate.
+//!
+//! Beside them, the HTTP floor: the same clients sending `GET /healthz`,
+//! which the api answers without any work. No request through the API can
+//! be faster than that on this machine, so it says how much of the gap to
+//! the raw rate is the HTTP transport itself (client and server share the
+//! cores with nats-server and the database).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +19,7 @@ use vsfleet_tests::app::{TestApp, spawn_app_with};
 
 use crate::report::Row;
 
-pub const REQUESTS: usize = 3000;
+pub const REQUESTS: usize = 10_000;
 pub const CLIENTS: usize = 32;
 
 pub async fn run() -> anyhow::Result<Vec<Row>> {
@@ -24,14 +30,18 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
     let ids = seed_servers(&app, REQUESTS).await?;
     let elapsed = fire(&app, &ids, "start").await?;
     let rate = REQUESTS as f64 / elapsed.as_secs_f64();
+    let base = format!("http://{}", app.addr);
+    let floor = drive(&app, REQUESTS, 200, move |http, _| http.get(format!("{base}/healthz"))).await?;
+    let floor = REQUESTS as f64 / floor.as_secs_f64();
     let raw_js = async_nats::jetstream::new(app.connect_as(vsfleet_tests::app::UNRESTRICTED).await.0);
     let raw = raw_publish_rate(&raw_js, &format!("{}_bench_raw", app.prefix()), REQUESTS, CLIENTS).await?;
     app.teardown().await;
     let load = format!("{REQUESTS} requests, {CLIENTS} clients");
     Ok(vec![
-        Row::new("accept", "accepted lifecycle requests", load, "req/s", rate)
+        Row::new("accept", "accepted lifecycle requests", &load, "req/s", rate)
             .raw(raw)
             .goal("≥ 0.5 × raw", rate >= raw / 2.0),
+        Row::new("accept", "HTTP floor: GET /healthz, no work", &load, "req/s", floor).raw(raw),
     ])
 }
 
@@ -82,19 +92,35 @@ pub async fn seed_rows(
 /// Sends `POST /v1/servers/{id}/{action}` for every id from `CLIENTS`
 /// concurrent clients; every answer must be 202.
 pub async fn fire(app: &TestApp, ids: &[i64], action: &str) -> anyhow::Result<Duration> {
-    let next = Arc::new(AtomicUsize::new(0));
     let ids: Arc<[i64]> = ids.into();
+    let (base, token, action) = (format!("http://{}", app.addr), app.admin_token.clone(), action.to_owned());
+    drive(app, ids.len(), 202, move |http, i| {
+        http.post(format!("{base}/v1/servers/{}/{action}", ids[i])).bearer_auth(&token)
+    })
+    .await
+}
+
+/// Sends the `count` requests `request(http, i)` makes from `CLIENTS`
+/// concurrent clients (keep-alive connections); every answer must have
+/// status `expect`.
+async fn drive<F>(app: &TestApp, count: usize, expect: u16, request: F) -> anyhow::Result<Duration>
+where
+    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let request = Arc::new(request);
     let t0 = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (next, ids, http) = (next.clone(), ids.clone(), app.http.clone());
-            let (base, token, action) = (format!("http://{}", app.addr), app.admin_token.clone(), action.to_owned());
+            let (next, http, request) = (next.clone(), app.http.clone(), request.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(id) = ids.get(i) else { return Ok::<_, anyhow::Error>(()) };
-                    let resp = http.post(format!("{base}/v1/servers/{id}/{action}")).bearer_auth(&token).send().await?;
-                    anyhow::ensure!(resp.status() == 202, "{} for server {id}: {}", resp.status(), resp.text().await?);
+                    if i >= count {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let resp = request(&http, i).send().await?;
+                    anyhow::ensure!(resp.status() == expect, "request {i}: {}: {}", resp.status(), resp.text().await?);
                 }
             })
         })
