@@ -84,10 +84,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    // The common case, a free server, takes no part in the waiting.
+    if let Some(lock) = try_lock(root, id)? {
+        return Ok(lock);
+    }
     let mut signalled = Instant::now();
     loop {
-        // Registered before looking, so a release between the look and the
-        // wait is not missed.
+        // Registered before looking again, so a release between the look
+        // and the wait is not missed.
         let released = RELEASED.notified();
         let mut released = std::pin::pin!(released);
         released.as_mut().enable();
