@@ -97,6 +97,7 @@ pub async fn measure(consumers: Consumers, with_raw: bool) -> anyhow::Result<Mea
                     async_nats::jetstream::new(worker_nats),
                     settings.clone(),
                     stop.clone(),
+                    || {},
                 )));
             }
         }
@@ -171,16 +172,21 @@ pub async fn noop_worker(config: &Path) -> anyhow::Result<()> {
     let role = vsfleet_contract::connect::Role::Worker(&settings.worker.host_id);
     let nats = vsfleet_contract::connect::connect(&settings, role).await?;
     let shutdown = vsfleet_contract::process::shutdown_on_signal();
-    let consuming = consume(async_nats::jetstream::new(nats), settings, shutdown);
-    eprintln!("{READY}");
-    consuming.await
+    consume(async_nats::jetstream::new(nats), settings, shutdown, || eprintln!("{READY}")).await
 }
 
-/// Consumes the host's jobs with the no-op executor until `stop`.
-async fn consume(js: jetstream::Context, settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
+/// Consumes the host's jobs with the no-op executor until `stop`, calling
+/// `ready` once bound to the host's consumer.
+async fn consume(
+    js: jetstream::Context,
+    settings: Settings,
+    stop: CancellationToken,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let host = settings.worker.host_id.clone();
     let (jobs, _, _) = vsfleet_contract::jetstream::bind(&js, &settings).await?;
     let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
+    ready();
     let subjects = settings.subjects();
     let ctx = Arc::new(JobContext {
         ops: Noop,

@@ -21,6 +21,7 @@ const OPS: [&str; 4] = ["create", "stop", "start", "delete"];
 pub async fn run() -> anyhow::Result<Vec<Row>> {
     eprintln!("lifecycle: {ROUNDS} rounds of create, stop, start, delete, through vsfleet and directly, alternating");
     let app = spawn_app_with(|_| {}).await;
+    steps::record(true);
     let mut through: [Vec<Duration>; 4] = Default::default();
     // Each create's and start's steps (crate::steps), by name.
     let mut parts: [Vec<Vec<(&'static str, f64)>>; 2] = Default::default();
@@ -93,6 +94,7 @@ pub async fn run() -> anyhow::Result<Vec<Row>> {
         docker.remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() })).await?;
         direct[3].push(t0.elapsed());
     }
+    steps::record(false);
     std::fs::remove_dir_all(&direct_root)?;
     app.teardown().await;
 

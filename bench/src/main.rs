@@ -81,7 +81,9 @@ enum Scenario {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    steps::install();
+    // A worker process of the dispatch curve logs errors only and records
+    // no steps: it is measured, not measuring.
+    steps::install(cli.noop_worker.is_none());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
 }

@@ -8,6 +8,7 @@
 //! the next one counts only until that one starts.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tracing::span::{Attributes, Id};
@@ -20,6 +21,8 @@ use tracing_subscriber::{Layer, fmt};
 use vsfleet_contract::telemetry::STEP_TARGET;
 
 static CLOSED: Mutex<Vec<Closed>> = Mutex::new(Vec::new());
+/// Steps are kept only while a scenario asks for them ([`record`]).
+static RECORDING: AtomicBool = AtomicBool::new(false);
 
 /// One step that ran.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +38,9 @@ struct Recorder;
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
     fn on_new_span(&self, _: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if !RECORDING.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(Opened(Instant::now()));
         }
@@ -49,14 +55,24 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
     }
 }
 
-/// The bench's logging (`RUST_LOG`, default `error`, on stderr) and the
-/// step recorder, which sees only `vsfleet::step` spans.
-pub fn install() {
-    let log = EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
+/// The bench's logging (`RUST_LOG`, default `error`, on stderr) and, with
+/// `steps`, the step recorder, which sees only `vsfleet::step` spans.
+pub fn install(steps: bool) {
+    let log = match steps {
+        true => EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()),
+        false => EnvFilter::new("error"),
+    };
+    let recorder = steps.then(|| Recorder.with_filter(Targets::new().with_target(STEP_TARGET, Level::DEBUG)));
     tracing_subscriber::registry()
         .with(fmt::layer().with_writer(std::io::stderr).with_filter(log))
-        .with(Recorder.with_filter(Targets::new().with_target(STEP_TARGET, Level::DEBUG)))
+        .with(recorder)
         .init();
+}
+
+/// Starts or stops keeping steps (off by default: other scenarios would
+/// pay a lock per span).
+pub fn record(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
 }
 
 /// The steps closed since the last call.

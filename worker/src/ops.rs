@@ -85,10 +85,11 @@ impl Operations {
         Ok(Outcome { observed: self.observe(id).instrument(step!("observe")).await?, detail })
     }
 
-    /// A server whose container Docker has just started, reported without
-    /// asking Docker again: the inspect would only repeat what the start
-    /// said. A container that exits at once is seen by the event stream
-    /// ([`crate::watch`]) as drift, as it would be a moment after any inspect.
+    /// A server whose container Docker started, reported without asking
+    /// Docker again: the inspect would repeat what the start said. A
+    /// container that exits afterwards (at once, or while the system stack
+    /// was installed) is reported by the event stream ([`crate::watch`]) as
+    /// drift, after this outcome: its look waits for the server's lock.
     fn started(&self, id: ServerId, container: String, detail: Option<serde_json::Value>) -> Result<Outcome, OpError> {
         let _step = step!("observe").entered();
         let archived =
