@@ -19,7 +19,6 @@ use vsfleet_worker::consumer::{self, JobContext};
 use vsfleet_worker::error::OpError;
 use vsfleet_worker::layout::DataRoot;
 use vsfleet_worker::ops::{Execute, Outcome};
-use vsfleet_worker::report::Reporter;
 
 use crate::accept::{CLIENTS, fire, publish_acked, seed_servers};
 use crate::cpu;
@@ -183,24 +182,10 @@ async fn consume(
     stop: CancellationToken,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let host = settings.worker.host_id.clone();
     let (jobs, _, _) = vsfleet_contract::jetstream::bind(&js, &settings).await?;
     let jobs_consumer = consumer::consumer(&jobs, &settings).await?;
     ready();
-    let subjects = settings.subjects();
-    let ctx = Arc::new(JobContext {
-        ops: Noop,
-        root: DataRoot::new(settings.worker.data_root.clone()),
-        dead: vsfleet_worker::dead::DeadLetters::new(js.clone(), subjects.clone(), &host),
-        reporter: Reporter::new(js.clone(), &subjects, &host),
-        subjects,
-        host,
-        max_deliver: settings.nats.max_deliver,
-        ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
-        retry: vsfleet_worker::retry::Policy::from_settings(&settings.worker),
-        health: vsfleet_worker::health::Health::new().1,
-        deadlines: settings.api.deadlines.clone(),
-    });
+    let ctx = Arc::new(JobContext::new(Noop, &js, &settings, vsfleet_worker::health::Health::new().1));
     consumer::run(jobs_consumer, ctx, settings.worker.concurrency, stop, Duration::from_secs(5)).await;
     Ok(())
 }

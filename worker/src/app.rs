@@ -16,7 +16,6 @@ use crate::health::Health;
 use crate::layout::DataRoot;
 use crate::monitor::Monitor;
 use crate::ops::Operations;
-use crate::report::Reporter;
 use crate::stack::StackConfig;
 use crate::watch::Watcher;
 use crate::{inventory, presence};
@@ -55,7 +54,6 @@ impl Worker {
         let consumer = consumer::consumer(&jobs, &settings).await.context("creating this host's jobs consumer")?;
         let sync = inventory::consumer(&schedule, &settings).await?;
         let subjects = settings.subjects();
-        let host = settings.worker.host_id.clone();
         let (health_tx, health) = Health::new();
         let listeners = Listeners::bind([
             (
@@ -70,23 +68,12 @@ impl Worker {
             ),
         ])
         .await?;
-        let ctx = Arc::new(JobContext {
-            ops: Operations {
-                containers: Containers::new(docker, settings.worker.clone(), subjects.prefix()),
-                root: root.clone(),
-                stack,
-            },
-            root,
-            dead: crate::dead::DeadLetters::new(js.clone(), subjects.clone(), &host),
-            reporter: Reporter::new(js.clone(), &subjects, &host),
-            subjects,
-            host,
-            max_deliver: settings.nats.max_deliver,
-            ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
-            retry: crate::retry::Policy::from_settings(&settings.worker),
-            health,
-            deadlines: settings.api.deadlines.clone(),
-        });
+        let operations = Operations {
+            containers: Containers::new(docker, settings.worker.clone(), subjects.prefix()),
+            root: root.clone(),
+            stack,
+        };
+        let ctx = Arc::new(JobContext::new(operations, &js, &settings, health));
         // Announce before consuming, so the api can place servers here as
         // soon as `build` returns.
         presence::announce(&hosts, &settings.worker.host_id, chrono::Utc::now(), None, settings.worker.capacity)

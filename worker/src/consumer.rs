@@ -46,6 +46,27 @@ pub struct JobContext<E> {
     pub deadlines: vsfleet_contract::settings::Deadlines,
 }
 
+impl<E> JobContext<E> {
+    /// The context of this host's jobs, from the settings: its data root,
+    /// reporting and dead letters on `js`, retries, deadlines.
+    pub fn new(ops: E, js: &jetstream::Context, settings: &Settings, health: crate::health::Health) -> Self {
+        let (subjects, host) = (settings.subjects(), settings.worker.host_id.clone());
+        Self {
+            ops,
+            root: DataRoot::new(settings.worker.data_root.clone()),
+            dead: crate::dead::DeadLetters::new(js.clone(), subjects.clone(), &host),
+            reporter: Reporter::new(js.clone(), &subjects, &host),
+            subjects,
+            host,
+            max_deliver: settings.nats.max_deliver,
+            ack_wait: Duration::from_secs(settings.nats.ack_wait_secs),
+            retry: crate::retry::Policy::from_settings(&settings.worker),
+            health,
+            deadlines: settings.api.deadlines.clone(),
+        }
+    }
+}
+
 /// Pulls only as many messages as there are free slots, so no message waits
 /// in a local buffer while its ack deadline runs. Returns when `shutdown` is
 /// cancelled and the running jobs have finished (or `drain` has passed;
